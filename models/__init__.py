@@ -1,0 +1,1 @@
+"""Model definitions (ProGAN generator, segmenter, classifier), the scene world and the model zoo."""

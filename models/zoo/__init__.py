@@ -1,0 +1,83 @@
+"""The model zoo: committed weights + model cards, referred to by id (never by a client path).
+
+Each zoo model is a directory ``models/zoo/<name>/`` holding, per component, a weight file and a
+card ``<component>.json`` with at least ``{"id", "kind", "file"}``. Ids are ``<name>`` for the
+generator and ``<name>/<component>`` for the others (``world64/segmenter``, ``world64/classifier``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights"]
+
+ZOO_DIR = Path(__file__).resolve().parent
+DEFAULT_GENERATOR = "world64"
+_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}(/[a-z0-9][a-z0-9_-]{0,63})?")
+
+
+class ZooError(LookupError):
+    """An id that is not in the zoo, or a zoo entry whose files are missing or damaged."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: its id, kind (generator / segmenter / classifier), weight file and card."""
+
+    id: str
+    kind: str
+    weights: Path
+    card: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _read_card(path: Path) -> ZooEntry | None:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(card, dict) or not {"id", "kind", "file"} <= card.keys():
+        return None
+    return ZooEntry(id=str(card["id"]), kind=str(card["kind"]), weights=path.parent / str(card["file"]), card=card)
+
+
+def list_zoo(zoo_dir: str | os.PathLike[str] | None = None) -> dict[str, ZooEntry]:
+    """All entries found under the zoo directory, by id."""
+    root = Path(zoo_dir) if zoo_dir is not None else ZOO_DIR
+    entries: dict[str, ZooEntry] = {}
+    for card_path in sorted(root.glob("*/*.json")):
+        entry = _read_card(card_path)
+        if entry is not None:
+            entries[entry.id] = entry
+    return entries
+
+
+def get_entry(model_id: str, zoo_dir: str | os.PathLike[str] | None = None) -> ZooEntry:
+    """The entry for ``model_id``; ``ZooError`` lists the known ids when it is not there."""
+    if not isinstance(model_id, str) or not _ID_PATTERN.fullmatch(model_id):
+        raise ZooError(f"{model_id!r} is not a valid zoo id (lowercase name, optionally /component)")
+    entries = list_zoo(zoo_dir)
+    if model_id not in entries:
+        known = ", ".join(sorted(entries)) or "none installed"
+        raise ZooError(f"no zoo model {model_id!r}; known ids: {known}")
+    entry = entries[model_id]
+    if not entry.weights.is_file():
+        raise ZooError(f"zoo model {model_id!r}: weight file {entry.weights} is missing")
+    return entry
+
+
+def resolve_weights(spec: str, zoo_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A zoo id or a path to a weight file -> the weight file (command-line use only)."""
+    candidate = Path(spec).expanduser()
+    if candidate.is_file():
+        return candidate
+    looks_like_path = os.sep in spec and not _ID_PATTERN.fullmatch(spec) or spec.endswith(
+        (".pth", ".pt", ".safetensors")
+    )
+    if looks_like_path:
+        raise ZooError(f"{spec}: no such file")
+    return get_entry(spec, zoo_dir).weights

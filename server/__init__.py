@@ -1,0 +1,1 @@
+"""The ganpaint application layer: command line and (FastAPI) web server."""

@@ -1,0 +1,30 @@
+"""Sub-commands of the ``ganpaint`` CLI, each a small module with ``add_arguments`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Command", "CommandError", "COMMANDS"]
+
+
+class CommandError(Exception):
+    """Bad input to a command: printed as a one-line error, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def _load() -> list[Command]:
+    from server.commands import render, train
+
+    return [render.COMMAND, train.COMMAND]
+
+
+COMMANDS: list[Command] = _load()

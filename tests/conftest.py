@@ -1,0 +1,68 @@
+"""Shared fixtures: small ProGAN checkpoints written in the released formats."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def released_state_dict(sizes: list[int], seed: int = 0, old_format: bool = False) -> dict[str, torch.Tensor]:
+    """Random weights laid out exactly as the released GAN Dissection checkpoints store them.
+
+    Built from the published key/shape table, not from ``models.proggan``, so that a mismatch in
+    the module tree shows up as a load failure.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    convs = [(sizes[0], sizes[1], 4), (sizes[1], sizes[1], 3)]
+    for prev, cur in zip(sizes[1:-1], sizes[2:]):
+        convs += [(prev, cur, 3), (cur, cur, 3)]
+    for k, (cin, cout, ksize) in enumerate(convs, start=1):
+        prefix = f"features.{k - 1}" if old_format else f"layer{k}"
+        state[f"{prefix}.conv.weight"] = torch.randn(cout, cin, ksize, ksize, generator=gen)
+        state[f"{prefix}.wscale.b"] = torch.randn(cout, generator=gen) * 0.1
+    resolution = 4 * 2 ** (len(sizes) - 2)
+    out = "output" if old_format else f"output_{resolution}x{resolution}"
+    state[f"{out}.conv.weight"] = torch.randn(3, sizes[-1], 1, 1, generator=gen)
+    state[f"{out}.wscale.b"] = torch.randn(3, generator=gen) * 0.1
+    return state
+
+
+def reference_forward(state: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """An independent, functional ProGAN forward pass written from the reference notes."""
+    import torch.nn.functional as F
+
+    def pixelnorm(x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt((x**2).mean(dim=1, keepdim=True) + 1e-8)
+
+    x = z.view(z.shape[0], -1, 1, 1)
+    k = 1
+    while f"layer{k}.conv.weight" in state:
+        w, b = state[f"layer{k}.conv.weight"], state[f"layer{k}.wscale.b"]
+        x = pixelnorm(x)
+        if k >= 3 and k % 2 == 1:
+            x = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        ksize = w.shape[-1]
+        x = F.conv2d(x, w, padding=3 if k == 1 else 1)
+        x = x * (math.sqrt(2) / ksize / math.sqrt(w.shape[1])) + b.view(1, -1, 1, 1)
+        x = torch.where(x >= 0, x, 0.2 * x)
+        k += 1
+    out_key = next(key for key in state if key.startswith("output_") and key.endswith("conv.weight"))
+    w, b = state[out_key], state[out_key.replace("conv.weight", "wscale.b")]
+    x = F.conv2d(pixelnorm(x), w) / math.sqrt(w.shape[1]) + b.view(1, -1, 1, 1)
+    return x
+
+
+@pytest.fixture
+def small_sizes() -> list[int]:
+    return [32, 32, 32, 16, 16, 8]  # z 32, 4x4..64x64
+
+
+@pytest.fixture
+def released_checkpoint(tmp_path: Path, small_sizes: list[int]) -> Path:
+    path = tmp_path / "church_lsun.pth"
+    torch.save(released_state_dict(small_sizes), path)
+    return path
