@@ -256,13 +256,15 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     snap_dir.mkdir(exist_ok=True)
     z_dim = sizes[0]
     start_time = time.monotonic()
-    gen = torch.Generator().manual_seed(config.seed + step)
+    gen = torch.Generator().manual_seed(config.seed)
+    if saved is not None and "data_rng" in saved:
+        gen.set_state(saved["data_rng"])
 
     def checkpoint() -> None:
         run.save_checkpoint({
             "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
             "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "step": step, "images_seen": images_seen, "rng": rng_state(),
+            "step": step, "images_seen": images_seen, "rng": rng_state(), "data_rng": gen.get_state(),
         })
 
     bar = tqdm(total=total_images, initial=images_seen, unit="img", disable=not progress, desc="train gan")

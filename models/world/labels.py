@@ -20,6 +20,7 @@ __all__ = [
     "LABEL_BY_NAME",
     "CATEGORIES",
     "label_id",
+    "scene_label_id",
     "COLOR_PROTOTYPES",
     "color_names",
     "BOX_LABELS",
@@ -43,7 +44,7 @@ COLORS: tuple[str, ...] = (
     "black", "blue", "brown", "grey", "green", "orange", "pink", "purple", "red", "white", "yellow",
 )
 SCENES: tuple[str, ...] = ("church", "village", "park", "lakeside")
-CATEGORIES: tuple[str, ...] = ("object", "material", "color")
+CATEGORIES: tuple[str, ...] = ("object", "material", "color", "scene")
 BOX_LABELS: tuple[str, ...] = ("cloud", "building", "dome", "tower", "door", "window", "tree", "lamp")
 
 _DISPLAY = {
@@ -67,11 +68,18 @@ def _build() -> tuple[Label, ...]:
         for name in names:
             rgb = _DISPLAY.get(name) or COLOR_PROTOTYPES[name]
             labels.append(Label(len(labels), name, category, rgb))
+    for i, name in enumerate(SCENES):  # per-image labels, Broden-style "-s" names
+        labels.append(Label(len(labels), f"{name}-s", "scene", (60 * i, 200 - 40 * i, 120)))
     return tuple(labels)
 
 
 LABELS: tuple[Label, ...] = _build()
 LABEL_BY_NAME: dict[str, Label] = {label.name: label for label in LABELS[1:]}
+
+
+def scene_label_id(scene: int) -> int:
+    """Global label number of scene class ``scene`` (an index into SCENES)."""
+    return LABEL_BY_NAME[f"{SCENES[scene]}-s"].number
 
 
 def label_id(name: str) -> int:

@@ -25,7 +25,7 @@ from models.world.labels import BOX_LABELS, LABELS, SCENES, color_names, label_i
 
 __all__ = ["Scene", "render_scene", "render_batch", "world_seed", "SPLIT_OFFSETS", "WORLD_VERSION"]
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 """Bumped whenever a change to the renderer changes any image or label (invalidates caches)."""
 
 SPLIT_OFFSETS = {"train": 0, "heldout": 1_000_000_000, "probe": 2_000_000_000}
@@ -325,11 +325,39 @@ def _draw_lamp(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: flo
     return (cx - head_w * 0.6, top - head_h * 0.2, cx + head_w * 0.6, base_y)
 
 
+MAX_ATTEMPTS = 16
+
+# Visible pixels (as a fraction of the image) that a scene's defining objects must keep after
+# occlusion, so that every scene can be told apart by what it shows.
+_MIN_VISIBLE = {"park": (("lamp",), ("tree",)), "church": (("dome", "tower"),), "village": (("building",),),
+                "lakeside": (("water",), ("mountain",))}
+
+
+def _defining_objects_visible(canvas: _Canvas, name: str) -> bool:
+    threshold = 0.002 * canvas.size**2
+    return all(np.isin(canvas.obj, [L[n] for n in group]).sum() >= threshold for group in _MIN_VISIBLE[name])
+
+
 def render_scene(seed: int, size: int = 64) -> Scene:
-    """Render the scene of ``seed`` at ``size`` x ``size`` pixels (deterministic)."""
+    """Render the scene of ``seed`` at ``size`` x ``size`` pixels (deterministic).
+
+    The rare layout whose defining objects end up hidden (a lamp behind trees) is redrawn from a
+    seed derived from ``(seed, attempt)``.
+    """
     if not 8 <= size <= 1024:
         raise ValueError(f"size must be between 8 and 1024, got {size}")
-    rng = np.random.default_rng(seed)
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
+        canvas, name, scene, key_groups = _render_once(rng, size)
+        if _defining_objects_visible(canvas, name):
+            break
+    image = np.clip(canvas.rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+    boxes = _boxes(canvas, key_groups, name)
+    return Scene(image=image, objects=canvas.obj, materials=canvas.mat, colors=color_names(image),
+                 scene=scene, boxes=boxes)
+
+
+def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int, set[int]]:
     scene = int(rng.integers(len(SCENES)))
     name = SCENES[scene]
     canvas = _Canvas(size)
@@ -471,10 +499,7 @@ def render_scene(seed: int, size: int = 64) -> Scene:
             if name == "park":
                 key_groups.add(index)
 
-    image = np.clip(canvas.rgb * 255 + 0.5, 0, 255).astype(np.uint8)
-    boxes = _boxes(canvas, key_groups, name)
-    return Scene(image=image, objects=canvas.obj, materials=canvas.mat, colors=color_names(image),
-                 scene=scene, boxes=boxes)
+    return canvas, name, scene, key_groups
 
 
 _BOX_IDS = {label_id(n) for n in BOX_LABELS}

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights"]
+__all__ = [
+    "ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights", "load_model",
+]
 
 ZOO_DIR = Path(__file__).resolve().parent
 DEFAULT_GENERATOR = "world64"
@@ -81,3 +83,31 @@ def resolve_weights(spec: str, zoo_dir: str | os.PathLike[str] | None = None) ->
     if looks_like_path:
         raise ZooError(f"{spec}: no such file")
     return get_entry(spec, zoo_dir).weights
+
+
+def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[str] | None = None) -> Any:
+    """Load a zoo model by id, in eval mode on ``device`` (fp32 compute whatever the stored dtype)."""
+    import torch
+
+    from models.checkpoints import CheckpointError, load_generator, read_weights
+
+    entry = get_entry(model_id, zoo_dir)
+    if entry.kind == "generator":
+        return load_generator(entry.weights, device=device)
+    arch = entry.card.get("architecture", {})
+    if entry.kind == "segmenter":
+        from models.segmenter import WorldSegmenter
+
+        model = WorldSegmenter(width=int(arch.get("width", 32)))
+    elif entry.kind == "classifier":
+        from models.classifier import SceneClassifier
+
+        model = SceneClassifier(width=int(arch.get("width", 32)))
+    else:
+        raise ZooError(f"zoo model {model_id!r} has unknown kind {entry.kind!r}")
+    state = read_weights(entry.weights)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{entry.weights}: does not fit a {entry.kind} ({str(exc).splitlines()[0]})") from exc
+    return model.to(device).eval().requires_grad_(False)

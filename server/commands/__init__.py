@@ -22,9 +22,9 @@ class Command:
 
 
 def _load() -> list[Command]:
-    from server.commands import render, train
+    from server.commands import evaluate, render, train, world, zoo
 
-    return [render.COMMAND, train.COMMAND]
+    return [render.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND]
 
 
 COMMANDS: list[Command] = _load()

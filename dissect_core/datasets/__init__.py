@@ -1,0 +1,1 @@
+"""Probe data sets for dissection: the Broden format and plain image folders."""

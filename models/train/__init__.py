@@ -1,0 +1,1 @@
+"""Training recipes for the zoo models (resumable, seeded, with progress bars)."""

@@ -1,0 +1,73 @@
+"""``ganpaint evaluate segmenter|classifier|gan``: measure zoo models; optionally record in their cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from models.checkpoints import CheckpointError
+from models.zoo import ZOO_DIR, ZooError, get_entry, load_model
+from models.zoo.cards import hardware_description, read_card, write_card
+from server.commands import Command, CommandError
+from server.devices import resolve_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=("segmenter", "classifier", "gan"))
+    parser.add_argument("--model", help="zoo id (default world64, world64/segmenter or world64/classifier)")
+    parser.add_argument("--segmenter", default="world64/segmenter", help="gan only: segmenter zoo id")
+    parser.add_argument("--classifier", default="world64/classifier", help="gan only: classifier zoo id")
+    parser.add_argument("--count", type=int, help="held-out images (default 2000) or generated samples (default 5000)")
+    parser.add_argument("--write-card", action="store_true", help="store the numbers in the model's card")
+    parser.add_argument("--grid", type=Path, help="gan only: also save an 8x8 grid of samples 0..63 here")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models import evaluate
+
+    default_id = {"segmenter": "world64/segmenter", "classifier": "world64/classifier", "gan": "world64"}[args.what]
+    model_id = args.model or default_id
+    count = args.count or (5000 if args.what == "gan" else 2000)
+    if not 10 <= count <= 100_000:
+        raise CommandError("--count must be between 10 and 100000")
+    try:
+        device = str(resolve_device(args.device))
+        model = load_model(model_id, device, args.zoo_dir)
+        if args.what == "segmenter":
+            report = evaluate.segmenter_report(model, count, device=device)
+        elif args.what == "classifier":
+            report = evaluate.classifier_report(model, count, device=device)
+        else:
+            segmenter = load_model(args.segmenter, device, args.zoo_dir)
+            classifier = load_model(args.classifier, device, args.zoo_dir)
+            report = evaluate.generator_report(model, segmenter, classifier, count, device=device)
+            if args.grid:
+                from PIL import Image
+
+                from models.samples import z_tensor
+                from models.train.gan import sample_grid
+
+                args.grid.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(sample_grid(model, z_tensor(range(64), model.z_dim, device=device))).save(args.grid)
+                report["grid"] = str(args.grid)
+    except (ZooError, CheckpointError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    report["command"] = "ganpaint evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.what])
+    report["hardware"] = hardware_description()
+    if args.write_card:
+        entry = get_entry(model_id, args.zoo_dir)
+        card_path = entry.weights.parent / f"{entry.kind}.json"
+        card = read_card(card_path)
+        card["metrics"] = report
+        write_card(card_path, card)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+COMMAND = Command(name="evaluate", help="measure zoo models on held-out world data (model card numbers)",
+                  add_arguments=add_arguments, run=run)

@@ -1,0 +1,135 @@
+"""``ganpaint zoo list|export``: list zoo models; turn a finished training run into a zoo entry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from models.checkpoints import file_sha256, read_weights, save_weights
+from models.zoo import ZOO_DIR, list_zoo
+from models.zoo.cards import hardware_description, write_card
+from server.commands import Command, CommandError
+
+_KINDS = {"gan": "generator", "segmenter": "segmenter", "classifier": "classifier"}
+_SUMMARY = {
+    "generator": "Progressive GAN trained on the procedural scene world; the embedded default model to paint with.",
+    "segmenter": "U-Net labelling scene-world objects and materials per pixel (colour names are computed); "
+                 "labels generated images for dissection and measures edits.",
+    "classifier": "Scene classifier (conv -> global average pooling -> linear) for CAM and Network Dissection.",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "export"))
+    parser.add_argument("recipe", nargs="?", choices=tuple(_KINDS), help="for export: which run kind")
+    parser.add_argument("--run-dir", type=Path, help="for export: the training run directory")
+    parser.add_argument("--name", default="world64", help="zoo model name (default world64)")
+    parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                        help="storage precision of floating-point weights (default float16)")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="gan only: export the EMA generator of checkpoint.pt (run not finished)")
+
+
+def _training_seconds(run_dir: Path) -> float | None:
+    log = run_dir / "log.jsonl"
+    if not log.exists():
+        return None
+    times = [json.loads(line)["time"] for line in log.read_text().splitlines() if line.strip()]
+    # sum of intervals, ignoring pauses longer than 10 minutes between resumed sessions
+    return float(sum(b - a for a, b in zip(times, times[1:]) if b - a < 600)) if len(times) > 1 else None
+
+
+def _export(args: argparse.Namespace) -> dict:
+    if not args.recipe or not args.run_dir:
+        raise CommandError("export needs RECIPE and --run-dir")
+    run_dir: Path = args.run_dir
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise CommandError(f"{run_dir}: no config.json; not a training run directory")
+    config = json.loads(config_path.read_text())
+    kind = _KINDS[args.recipe]
+    dtype = getattr(torch, args.dtype)
+    out_dir = args.zoo_dir / args.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    extra: dict = {}
+    snapshot_files: list[str] = []
+    if kind == "generator":
+        if args.from_checkpoint:
+            from models.train.gan import GrowingGenerator, snapshot_state
+
+            saved = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+            growing = GrowingGenerator(config["channels"])
+            growing.load_state_dict(saved["ema"])
+            state = snapshot_state(growing, config["resolution"])
+            extra["images_seen"] = int(saved["images_seen"])
+        else:
+            source = run_dir / "generator.safetensors"
+            if not source.exists():
+                raise CommandError(f"{source} is missing: the run has not finished (use --from-checkpoint)")
+            state = read_weights(source)
+        snap_out = out_dir / "snapshots"
+        if snap_out.exists():
+            shutil.rmtree(snap_out)
+        snapshots = sorted((run_dir / "snapshots").glob("*.safetensors"))
+        if snapshots:
+            snap_out.mkdir()
+            for snap in snapshots:
+                shutil.copy2(snap, snap_out / snap.name)
+        snapshot_files = [f"snapshots/{s.name}" for s in snapshots]
+        sizes = config["channels"]
+        architecture = {"class": "models.proggan.ProgressiveGenerator", "sizes": sizes,
+                        "resolution": config["resolution"], "z_dim": sizes[0],
+                        "edit_layer": "layer4", "parameters": sum(v.numel() for v in state.values())}
+        file_name = "generator.safetensors"
+        model_id = args.name
+        data = {"world": "scene world, train split", "images": config["dataset_size"], "size": config["resolution"]}
+    else:
+        source = run_dir / "model.safetensors"
+        if not source.exists():
+            raise CommandError(f"{source} is missing: the run has not finished")
+        state = read_weights(source)
+        cls = "models.segmenter.WorldSegmenter" if kind == "segmenter" else "models.classifier.SceneClassifier"
+        architecture = {"class": cls, "width": config["width"], "input": config["resolution"],
+                        "parameters": sum(v.numel() for v in state.values() if v.is_floating_point())}
+        if kind == "classifier":
+            architecture["cam_target_layer"] = "features.block4"
+        file_name = f"{kind}.safetensors"
+        model_id = f"{args.name}/{kind}"
+        data = {"world": "scene world, train split", "images": config["dataset_size"], "size": config["resolution"]}
+
+    stored = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    weights = save_weights(stored, out_dir / file_name)
+    command = f"ganpaint train {args.recipe} --run-dir {run_dir.name}"
+    card = {
+        "id": model_id, "kind": kind, "file": file_name, "dtype": args.dtype,
+        "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "summary": _SUMMARY[kind],
+        "architecture": architecture,
+        "training": {"command": command, "config": config, "seconds": _training_seconds(run_dir),
+                     "hardware": hardware_description(), **extra},
+        "data": data,
+        "metrics": {},
+    }
+    if snapshot_files:
+        card["snapshots"] = snapshot_files
+    write_card(out_dir / f"{kind}.json", card)
+    return {"id": model_id, "weights": str(weights), "bytes": card["bytes"], "sha256": card["sha256"]}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        entries = list_zoo(args.zoo_dir)
+        print(json.dumps([{"id": e.id, "kind": e.kind, "file": str(e.weights), "bytes": e.weights.stat().st_size
+                           if e.weights.exists() else None} for e in entries.values()], indent=2))
+        return 0
+    print(json.dumps(_export(args)))
+    return 0
+
+
+COMMAND = Command(name="zoo", help="list the model zoo, or export a training run into it",
+                  add_arguments=add_arguments, run=run)

@@ -1,0 +1,94 @@
+"""Zoo export, registry and evaluation on tiny trained runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import evaluate
+from models.checkpoints import file_sha256
+from models.train.classifier import ClassifierConfig, train_classifier
+from models.train.gan import GanConfig, train_gan
+from models.train.segmenter import SegmenterConfig, train_segmenter
+from models.zoo import ZooError, get_entry, list_zoo, load_model, resolve_weights
+from server.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("zoo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GANPAINT_CACHE_DIR", str(root / "cache"))
+    runs = root / "runs"
+    train_gan(GanConfig(resolution=8, channels=[8, 8, 8], d_channels=[8, 8], kimg_per_phase=0.05, final_kimg=0.05,
+                        dataset_size=32, snapshots=2, batch_sizes={"4": 8, "8": 8}), runs / "gan", resume=False, progress=False)
+    train_segmenter(SegmenterConfig(width=8, resolution=8, dataset_size=32, steps=3, batch_size=4), runs / "seg",
+                    resume=False, progress=False)
+    train_classifier(ClassifierConfig(width=8, resolution=8, dataset_size=32, steps=3, batch_size=4), runs / "cls",
+                     resume=False, progress=False)
+    zoo = root / "zoo"
+    for recipe, run in (("gan", "gan"), ("segmenter", "seg"), ("classifier", "cls")):
+        assert main(["zoo", "export", recipe, "--run-dir", str(runs / run), "--name", "tiny", "--zoo-dir", str(zoo)]) == 0
+    yield zoo
+    mp.undo()
+
+
+def test_registry_resolves_ids(tiny_zoo: Path) -> None:
+    entries = list_zoo(tiny_zoo)
+    assert set(entries) == {"tiny", "tiny/segmenter", "tiny/classifier"}
+    generator = load_model("tiny", zoo_dir=tiny_zoo)
+    assert generator.resolution == 8 and next(generator.parameters()).dtype == torch.float32
+    assert load_model("tiny/classifier", zoo_dir=tiny_zoo)(torch.zeros(2, 3, 8, 8)).shape == (2, 4)
+    assert resolve_weights("tiny", tiny_zoo).name == "generator.safetensors"
+
+
+def test_cards_describe_the_files(tiny_zoo: Path) -> None:
+    for entry in list_zoo(tiny_zoo).values():
+        card = entry.card
+        assert card["sha256"] == file_sha256(entry.weights)
+        assert card["bytes"] == entry.weights.stat().st_size
+        assert card["dtype"] == "float16"
+        assert card["training"]["command"].startswith("ganpaint train")
+        assert (entry.weights.parent / f"{entry.kind}.md").read_text().startswith(f"# {entry.id}")
+    gen = get_entry("tiny", tiny_zoo)
+    assert len(gen.card["snapshots"]) == 2 and all((tiny_zoo / "tiny" / s).exists() for s in gen.card["snapshots"])
+
+
+def test_unknown_or_bad_ids(tiny_zoo: Path) -> None:
+    with pytest.raises(ZooError, match="no zoo model 'nope'; known ids: tiny"):
+        get_entry("nope", tiny_zoo)
+    with pytest.raises(ZooError, match="not a valid zoo id"):
+        get_entry("../etc/passwd", tiny_zoo)
+
+
+def test_evaluate_writes_metrics_into_the_card(tiny_zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "segmenter", "--model", "tiny/segmenter", "--count", "10", "--write-card",
+                 "--zoo-dir", str(tiny_zoo)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0 <= report["mean_iou"] <= 1 and set(report["iou"]) >= {"tree", "dome", "brick"}
+    card = get_entry("tiny/segmenter", tiny_zoo).card
+    assert card["metrics"]["mean_iou"] == report["mean_iou"]
+    assert "## Metrics" in (tiny_zoo / "tiny" / "segmenter.md").read_text()
+
+
+def test_generator_report_runs_and_floor_is_small(tiny_zoo: Path) -> None:
+    g = load_model("tiny", zoo_dir=tiny_zoo)
+    report = evaluate.generator_report(g, load_model("tiny/segmenter", zoo_dir=tiny_zoo),
+                                       load_model("tiny/classifier", zoo_dir=tiny_zoo), samples=40)
+    assert report["frechet_floor"] >= 0 and report["frechet_distance"] >= 0
+    assert set(report["concepts"]["sky"]) >= {"sample_presence", "world_presence", "world_pixels"}
+    assert 0.9 < report["concepts"]["sky"]["world_presence"] <= 1.0
+
+
+def test_frechet_distance_properties() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    b = rng.normal(size=(4000, 3)) + np.array([3.0, 0, 0])
+    assert evaluate.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert evaluate.frechet_distance(a, b) == pytest.approx(9.0, rel=0.05)
+    c = rng.normal(size=(4000, 3)) * 2  # variances 4: (2-1)^2 * 3 = 3
+    assert evaluate.frechet_distance(a, c) == pytest.approx(3.0, rel=0.1)
