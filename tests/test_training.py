@@ -67,7 +67,7 @@ def test_gan_resume_is_exact(tmp_path: Path) -> None:
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     snaps = sorted((tmp_path / "a" / "snapshots").glob("*.safetensors"))
-    assert len(snaps) == 3 and snaps[-1].name.endswith("16px.safetensors")
+    assert len(snaps) == 3 and snaps[-1].name.endswith("16px.safetensors") and "img-" in snaps[0].name
     assert load_generator(snaps[0]).resolution in (8, 16)
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert {"loss_d", "loss_g", "r1", "kimg", "resolution"} <= set(log[-1])

@@ -322,7 +322,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
                 bar.set_postfix(res=resolution, alpha=f"{alpha:.2f}", d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
             while snapshot_at and images_seen >= snapshot_at[0]:
                 target = snapshot_at.pop(0)
-                name = f"ema-{target // 1000:06d}kimg-{resolution}px"
+                name = f"ema-{target:09d}img-{resolution}px"
                 save_weights({k: v.half() for k, v in snapshot_state(ema, resolution).items()},
                              snap_dir / f"{name}.safetensors",
                              metadata={"kimg": target // 1000, "resolution": resolution, "step": step})
