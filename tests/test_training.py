@@ -96,3 +96,13 @@ def test_train_cli_rejects_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFi
         main(["train", "gan", "--run-dir", str(tmp_path), "--set", "colour=3"])
     assert exc.value.code == 2
     assert "unknown gan config keys ['colour']" in capsys.readouterr().err
+
+
+def test_last_phase_length_may_change_on_resume(tmp_path: Path) -> None:
+    with pytest.raises(TrainingCancelled):
+        train_gan(GanConfig(**TINY_GAN), tmp_path, resume=False, progress=False, max_seconds=0)
+    longer = GanConfig(**{**TINY_GAN, "final_kimg": 0.3})
+    train_gan(longer, tmp_path, resume=True, progress=False)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["images_seen"] >= 1000 * phases_for(longer)[-1][2]
+    assert json.loads((tmp_path / "config.json").read_text())["final_kimg"] == 0.3

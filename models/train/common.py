@@ -48,16 +48,19 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
-    def save_config(self, config: Any, resume: bool) -> None:
-        """Write the config; when resuming, refuse a config that differs from the saved one."""
+    def save_config(self, config: Any, resume: bool, adjustable: tuple[str, ...] = ()) -> None:
+        """Write the config; a resumed run must agree with the saved one except in ``adjustable`` keys
+        (such as the length of the last phase), whose new values are recorded."""
         data = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
         path = self.path / "config.json"
-        if resume and path.exists():
+        if resume and path.exists() and self.checkpoint_path.exists():
             saved = json.loads(path.read_text())
-            changed = {k for k in set(saved) | set(data) if saved.get(k) != data.get(k) and k not in ("resume",)}
-            if changed:
-                raise ValueError(f"{path}: resumed run differs from its saved config in {sorted(changed)}")
-            return
+            changed = {k for k in set(saved) | set(data) if saved.get(k) != data.get(k)}
+            fixed = sorted(changed - set(adjustable))
+            if fixed:
+                raise ValueError(f"{path}: resumed run differs from its saved config in {fixed}")
+            if not changed:
+                return
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:

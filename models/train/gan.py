@@ -222,7 +222,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     from models.checkpoints import save_weights
 
     run = RunDir(run_dir)
-    run.save_config(config, resume)
+    run.save_config(config, resume, adjustable=("final_kimg", "checkpoint_every", "log_every", "snapshots"))
     seed_everything(config.seed)
     sizes = list(config.channels)
     if 4 * 2 ** (len(sizes) - 2) != config.resolution:
@@ -252,6 +252,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
         set_rng_state(saved["rng"])
     total_images = int(phases_for(config)[-1][2] * 1000)
     snapshot_at = [int(total_images * (i + 1) / config.snapshots) for i in range(config.snapshots)]
+    snapshot_at = [target for target in snapshot_at if target > images_seen]  # earlier ones exist
     snap_dir = run.path / "snapshots"
     snap_dir.mkdir(exist_ok=True)
     z_dim = sizes[0]

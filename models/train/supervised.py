@@ -52,7 +52,7 @@ def train_supervised(
 ) -> Path:
     """Train ``model`` for ``config.steps`` steps of ``config.batch_size``; returns ``model.safetensors``."""
     run = RunDir(run_dir)
-    run.save_config(config, resume)
+    run.save_config(config, resume, adjustable=("checkpoint_every", "log_every"))
     seed_everything(config.seed)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

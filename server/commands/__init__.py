@@ -22,9 +22,9 @@ class Command:
 
 
 def _load() -> list[Command]:
-    from server.commands import evaluate, render, train, world, zoo
+    from server.commands import dissect, evaluate, render, train, world, zoo
 
-    return [render.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND]
+    return [render.COMMAND, dissect.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND]
 
 
 COMMANDS: list[Command] = _load()

@@ -1,0 +1,231 @@
+"""GAN Dissection: match the units of generator layers with the concepts a segmenter sees.
+
+Two passes over generated samples (ids ``first .. first+samples-1`` of the seed stream):
+
+1. **Levels.** Run the generator only up to the retained layers; keep each unit's exact top
+   activation values (all positions, all images) and its top images by spatial maximum. The unit's
+   threshold ``level`` is its ``1 - quantile`` quantile (top 1 % of activations by default, as in the
+   newer gandissect pipeline) and ``q99`` the value an insertion writes.
+2. **IoU.** Run the whole generator, label its images with the segmenter, upsample each unit's
+   activation map bilinearly (pixel-centre aligned) to the label grid, threshold at ``level``,
+   and tally intersections with every label and the unit's area per category (charged only in
+   images that carry that category). IoU = I / (unit area + label area − I).
+
+Both passes are sums or exact selections, so ``torch.distributed`` ranks (each taking every
+``world``-th sample) all-reduce their statistics into the table one process computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dissect_core.nethook import Trace
+from dissect_core.segmenters import Segmenter, category_index
+from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
+from models.samples import z_tensor
+
+__all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction"]
+
+MAX_TOP_VALUES = 40_000_000
+"""Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DissectConfig:
+    samples: int = 2000
+    seed: int = 1
+    first: int = 0
+    batch_size: int = 50
+    quantile: float = 0.01
+    """Top fraction of activations that defines a unit's mask (threshold = its 1 - quantile quantile)."""
+    insert_quantile: float = 0.99
+    topk: int = 12
+    label_size: int | None = None
+    """Side of the label grid IoU is computed on; default half the image size (as gandissect)."""
+    min_iou: float = 0.04
+
+
+@dataclass
+class LayerTable:
+    """One layer's dissection: per-unit levels, labels and IoUs, per-concept rankings."""
+
+    layer: str
+    shape: tuple[int, int, int]
+    labels: list[tuple[str, str]]
+    categories: list[str]
+    iou: np.ndarray  # (units, labels)
+    level: np.ndarray  # (units,)
+    q99: np.ndarray  # (units,)
+    top_images: np.ndarray  # (units, k) sample ids
+    top_scores: np.ndarray  # (units, k)
+    config: DissectConfig
+    causal: dict[str, list[int]] = field(default_factory=dict)
+    """Concept -> units ranked by causal effect (filled by ``causal.rank_units``)."""
+    causal_effect: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def units(self) -> int:
+        return self.shape[0]
+
+    def unit_summary(self, unit: int) -> dict[str, Any]:
+        """Best label overall and per category, IoU, levels, top images of one unit."""
+        row = self.iou[unit]
+        best = int(row.argmax())
+        per_category = {}
+        for category in self.categories:
+            numbers = [n for n, (_, c) in enumerate(self.labels) if c == category]
+            if numbers:
+                n = max(numbers, key=lambda k: row[k])
+                per_category[category] = {"label": self.labels[n][0], "iou": float(row[n])}
+        return {
+            "unit": unit,
+            "label": self.labels[best][0],
+            "category": self.labels[best][1],
+            "iou": float(row[best]),
+            "interpretable": bool(row[best] > self.config.min_iou),
+            "level": float(self.level[unit]),
+            "q99": float(self.q99[unit]),
+            "top_images": [int(i) for i in self.top_images[unit]],
+            "per_category": per_category,
+        }
+
+    def concept_ranking(self, concept: str) -> list[int]:
+        """Units ordered for a brush: by causal effect when measured, else by IoU (best first)."""
+        if concept in self.causal:
+            return list(self.causal[concept])
+        number = self.label_number(concept)
+        return [int(u) for u in np.argsort(-self.iou[:, number], kind="stable")]
+
+    def label_number(self, concept: str) -> int:
+        for number, (name, _) in enumerate(self.labels):
+            if name == concept and number > 0:
+                return number
+        raise KeyError(f"unknown concept {concept!r}")
+
+    def detectors_per_category(self) -> dict[str, int]:
+        """Count of interpretable units whose best label is in each category (one per unit)."""
+        counts = dict.fromkeys(self.categories, 0)
+        for unit in range(self.units):
+            best = int(self.iou[unit].argmax())
+            if self.iou[unit, best] > self.config.min_iou:
+                counts[self.labels[best][1]] += 1
+        return counts
+
+
+def upsample_to(activations: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear, pixel-centre aligned upsampling (the border value extends past the edge)."""
+    if activations.shape[-1] == size:
+        return activations
+    return F.interpolate(activations, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _shard_batches(config: DissectConfig) -> list[list[int]]:
+    """This process's batches: every world-th batch of the one-process batch list, so each sample is
+    computed in the same batch as in a one-process run (bit-identical activations)."""
+    rank, world = 0, 1
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    ids = list(range(config.first, config.first + config.samples))
+    batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
+    return batches[rank::world]
+
+
+def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest subsampling of label maps to ``size`` (taking each block's centre-most pixel)."""
+    side = labels.shape[-1]
+    if side == size:
+        return labels
+    if side % size == 0:
+        step = side // size
+        return labels[..., step // 2 :: step, step // 2 :: step]
+    return F.interpolate(labels.float(), size=(size, size), mode="nearest").long()
+
+
+@torch.no_grad()
+def dissect(
+    generator: torch.nn.Module,
+    layers: Sequence[str],
+    segmenter: Segmenter,
+    config: DissectConfig = DissectConfig(),
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[str, LayerTable]:
+    """Dissect ``layers`` of ``generator``; returns one ``LayerTable`` per layer."""
+    if not layers:
+        raise ValueError("at least one layer is needed")
+    if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
+        raise ValueError("quantiles must be strictly between 0 and 1")
+    device = next(generator.parameters()).device
+    z_dim = generator.z_dim
+    batches = _shard_batches(config)
+    shapes = {layer: generator.layer_shape(layer) for layer in layers}
+    label_size = config.label_size or max(generator.resolution // 2, max(s[1] for s in shapes.values()))
+    total_batches = 2 * len(batches)
+
+    def report(stage: str, done: int) -> None:
+        if cancelled is not None and cancelled():
+            raise InterruptedError("dissection cancelled")
+        if progress is not None:
+            progress(stage, done, total_batches)
+
+    # pass 1: levels and top images
+    lowest = min(1 - config.quantile, config.insert_quantile)
+    tops, images = {}, {}
+    for layer, (units, h, w) in shapes.items():
+        keep = quantile_rank(config.samples * h * w, lowest)
+        if keep * units > MAX_TOP_VALUES:
+            raise ValueError(f"{layer}: {config.samples} samples need {keep * units:,} kept values; use fewer samples")
+        tops[layer] = TopValues(units, keep, device)
+        images[layer] = TopImages(units, config.topk, device)
+    for done, batch in enumerate(batches, start=1):
+        z = z_tensor(batch, z_dim, seed=config.seed, device=device)
+        with Trace(generator, layers, stop=True) as trace:
+            generator(z)
+        for layer in layers:
+            acts = trace[layer].float()
+            tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+            images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
+        report("levels", done)
+    for layer in layers:
+        tops[layer].all_reduce()
+        images[layer].all_reduce()
+    levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
+    q99 = {layer: tops[layer].quantile(config.insert_quantile) for layer in layers}
+
+    # pass 2: IoU with segmenter labels
+    category_of = category_index(segmenter)
+    tallies = {layer: IoUTally(shapes[layer][0], category_of, device) for layer in layers}
+    for done, batch in enumerate(batches, start=1):
+        z = z_tensor(batch, z_dim, seed=config.seed, device=device)
+        with Trace(generator, layers) as trace:
+            generated = generator(z)
+        labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
+        for layer in layers:
+            up = upsample_to(trace[layer].float(), label_size)
+            tallies[layer].add(up > levels[layer][None, :, None, None], labels)
+        report("iou", len(batches) + done)
+    tables = {}
+    for layer in layers:
+        tallies[layer].all_reduce()
+        tables[layer] = LayerTable(
+            layer=layer, shape=shapes[layer], labels=list(segmenter.labels), categories=list(segmenter.categories),
+            iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
+            top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
+            config=config,
+        )
+    return tables
+
+
+def interpretable_fraction(table: LayerTable) -> float:
+    """Share of units whose best IoU exceeds the table's ``min_iou``."""
+    return float((table.iou.max(1) > table.config.min_iou).mean())

@@ -1,0 +1,66 @@
+"""The segmenter interface dissection and causal measurement use, and its scene-world implementation.
+
+A segmenter is any callable mapping images in [-1, 1] (N, 3, H, W) to label maps (N, C, H', W') of
+global label numbers (0 = no label), one channel per category, plus a description of its labels:
+``labels[i] = (name, category)`` for label number ``i`` (``labels[0]`` is ``("-", "")``). Plug in
+your own (for real photographs, e.g. a UPerNet) by writing such a class; ``load_segmenter``
+imports ``"package.module:factory"`` specs given on the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Segmenter", "WorldSegmenterAdapter", "load_segmenter", "category_index"]
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    labels: Sequence[tuple[str, str]]
+    categories: Sequence[str]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def category_index(segmenter: Segmenter) -> list[int]:
+    """``category_of`` list for ``IoUTally``: category position of each label (−1 for label 0)."""
+    positions = {c: i for i, c in enumerate(segmenter.categories)}
+    return [-1 if number == 0 else positions[category] for number, (_, category) in enumerate(segmenter.labels)]
+
+
+class WorldSegmenterAdapter:
+    """The zoo segmenter as a ``Segmenter``: object, material and colour channels."""
+
+    categories = ("object", "material", "color")
+
+    def __init__(self, model: torch.nn.Module, identity: str = "world64/segmenter") -> None:
+        from models.world.labels import LABELS
+
+        self.model = model
+        self.identity = identity
+        self.labels = [(label.name, label.category) for label in LABELS if label.category != "scene"]
+        self.labels[0] = ("-", "")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.segment(images)
+
+
+def load_segmenter(spec: str, device: str = "cpu") -> Segmenter:
+    """A zoo id (``world64/segmenter``) or ``package.module:factory`` (called with ``device=``)."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"segmenter {spec!r}: cannot import ({exc})") from exc
+        segmenter = factory(device=device)
+        if not isinstance(segmenter, Segmenter):
+            raise ValueError(f"segmenter {spec!r}: needs labels, categories and __call__")
+        return segmenter
+    from models.zoo import load_model
+
+    return WorldSegmenterAdapter(load_model(spec, device), identity=spec)

@@ -1,0 +1,268 @@
+"""Streaming, exactly mergeable statistics for dissection.
+
+Every statistic here is a sum or an exact selection, so partial results from shards (processes,
+GPUs, resumed runs) merge into exactly what one pass over all the data gives:
+
+- ``TopValues``: the exact ``k`` largest values per unit, hence exact upper quantiles
+  (the 99th percentile of 128,000 values is the 1,281st largest); merged by re-selecting.
+- ``Histogram``: fixed-edge per-unit histograms (int64 counts) for quantiles of very large
+  populations where keeping the top values would not fit; merged by adding counts.
+- ``TopImages``: per unit, the ``k`` images with the highest score (ties broken by the lower
+  image index, so the result does not depend on the order in which shards arrive).
+- ``IoUTally``: unit x label intersections, per-unit activation counts per category (counted only
+  in images that carry that category: the category-aware denominators of NetDissect), and label
+  pixel counts; int64 sums.
+
+All state lives on the device of the tensors fed in. ``state_dict`` / ``load_state_dict`` and
+``merge`` exist on each; ``all_reduce`` merges across ``torch.distributed`` ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "quantile_rank"]
+
+
+def quantile_rank(total: int, quantile: float) -> int:
+    """1-based rank from the top of the ``quantile`` of ``total`` values (nearest-rank definition).
+
+    The q-quantile is the smallest value v with at least ``ceil(q * total)`` values <= v, which is
+    the ``total - ceil(q * total) + 1``-th largest value.
+    """
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    return total - max(math.ceil(quantile * total), 1) + 1
+
+
+def _dist():  # noqa: ANN202 - returns the torch.distributed module when a group is running
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+class TopValues:
+    """The exact ``k`` largest values of each unit's activations (over all positions and images)."""
+
+    def __init__(self, units: int, k: int, device: torch.device | str = "cpu") -> None:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self.units, self.k = units, k
+        self.values = torch.empty(0, units, device=device)
+        self.count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        """``values``: (n, units) samples, e.g. activations with positions flattened into n."""
+        if values.dim() != 2 or values.shape[1] != self.units:
+            raise ValueError(f"expected (n, {self.units}) values, got {tuple(values.shape)}")
+        self.count += values.shape[0]
+        pool = torch.cat([self.values, values.detach().to(self.values.device, torch.float32)], 0)
+        if pool.shape[0] > self.k:
+            pool = pool.topk(self.k, dim=0, sorted=False).values
+        self.values = pool
+
+    def merge(self, other: TopValues) -> None:
+        pool = torch.cat([self.values, other.values.to(self.values.device)], 0)
+        self.values = pool.topk(min(self.k, pool.shape[0]), dim=0, sorted=False).values
+        self.count += other.count
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Per-unit q-quantile (exact while its rank from the top is within ``k``)."""
+        rank = quantile_rank(self.count, q)
+        if rank > self.values.shape[0]:
+            raise ValueError(f"quantile {q} of {self.count} values needs the top {rank}, only {self.values.shape[0]} kept")
+        return self.values.sort(dim=0, descending=True).values[rank - 1]
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is None:
+            return
+        counts = [None] * dist.get_world_size()
+        dist.all_gather_object(counts, (self.count, self.values.cpu()))
+        self.values = torch.empty(0, self.units, device=self.values.device)
+        self.count = 0
+        for count, values in counts:
+            self.count += count
+            pool = torch.cat([self.values, values.to(self.values.device)], 0)
+            self.values = pool.topk(min(self.k, pool.shape[0]), dim=0, sorted=False).values
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"values": self.values.cpu(), "count": self.count, "k": self.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values, self.count, self.k = state["values"].to(self.values.device), int(state["count"]), int(state["k"])
+
+
+class Histogram:
+    """Per-unit histograms over fixed edges ``[low, high]`` (values outside go to the end bins)."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, bins: int = 4096) -> None:
+        if low.shape != high.shape or low.dim() != 1:
+            raise ValueError("low and high must be 1-d tensors of the same length")
+        self.low = low.float()
+        self.high = torch.maximum(high.float(), low.float() + 1e-6)
+        self.bins = bins
+        self.counts = torch.zeros(low.shape[0], bins, dtype=torch.int64, device=low.device)
+
+    @property
+    def units(self) -> int:
+        return self.low.shape[0]
+
+    def add(self, values: torch.Tensor) -> None:
+        values = values.detach().float().to(self.low.device)
+        scaled = (values - self.low) / (self.high - self.low) * self.bins
+        index = scaled.floor().clamp(0, self.bins - 1).long()  # (n, units)
+        flat = index + torch.arange(self.units, device=index.device) * self.bins
+        self.counts += torch.bincount(flat.flatten(), minlength=self.units * self.bins).view(self.units, self.bins)
+
+    def merge(self, other: Histogram) -> None:
+        if not (torch.equal(self.low, other.low) and torch.equal(self.high, other.high) and self.bins == other.bins):
+            raise ValueError("histograms with different edges cannot be merged")
+        self.counts += other.counts
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Per-unit q-quantile, linearly interpolated inside the bin that holds it."""
+        total = self.counts.sum(1)
+        target = torch.clamp(torch.ceil(q * total.double()), min=1)
+        cumulative = self.counts.cumsum(1)
+        index = torch.searchsorted(cumulative.double(), target[:, None]).squeeze(1).clamp(max=self.bins - 1)
+        before = torch.where(index > 0, cumulative.gather(1, (index - 1).clamp(min=0)[:, None]).squeeze(1), 0)
+        inside = self.counts.gather(1, index[:, None]).squeeze(1).clamp(min=1)
+        fraction = (target - before).double() / inside.double()
+        width = (self.high - self.low) / self.bins
+        return self.low + (index.double() + fraction).float() * width
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is not None:
+            dist.all_reduce(self.counts)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"low": self.low.cpu(), "high": self.high.cpu(), "counts": self.counts.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.low, self.high = state["low"].to(self.low.device), state["high"].to(self.low.device)
+        self.counts = state["counts"].to(self.low.device)
+        self.bins = self.counts.shape[1]
+
+
+class TopImages:
+    """Per unit, the ``k`` highest-scoring images (scores such as the unit's spatial maximum)."""
+
+    def __init__(self, units: int, k: int, device: torch.device | str = "cpu") -> None:
+        self.units, self.k = units, k
+        self.scores = torch.empty(units, 0, device=device)
+        self.indices = torch.empty(units, 0, dtype=torch.long, device=device)
+
+    def add(self, scores: torch.Tensor, indices: torch.Tensor) -> None:
+        """``scores``: (n, units) per image; ``indices``: (n,) the images' global ids."""
+        scores = scores.detach().float().to(self.scores.device).T  # (units, n)
+        indices = indices.to(self.indices.device).long()[None].expand(self.units, -1)
+        self._select(torch.cat([self.scores, scores], 1), torch.cat([self.indices, indices], 1))
+
+    def _select(self, scores: torch.Tensor, indices: torch.Tensor) -> None:
+        # deterministic order: by score descending, then by image index ascending
+        order = indices.argsort(dim=1, stable=True)
+        scores, indices = scores.gather(1, order), indices.gather(1, order)
+        order = scores.argsort(dim=1, descending=True, stable=True)[:, : self.k]
+        self.scores, self.indices = scores.gather(1, order), indices.gather(1, order)
+
+    def merge(self, other: TopImages) -> None:
+        self._select(torch.cat([self.scores, other.scores], 1), torch.cat([self.indices, other.indices], 1))
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is None:
+            return
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self.scores.cpu(), self.indices.cpu()))
+        device = self.scores.device
+        self._select(torch.cat([p[0] for p in parts], 1).to(device), torch.cat([p[1] for p in parts], 1).to(device))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"scores": self.scores.cpu(), "indices": self.indices.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scores, self.indices = state["scores"].to(self.scores.device), state["indices"].to(self.scores.device)
+
+
+class IoUTally:
+    """Counts for IoU of every unit's thresholded mask with every label, over many images.
+
+    ``category_of[l]`` is the category index of label ``l`` (−1 for label 0, which is ignored).
+    Label maps come one channel per category, holding global label numbers.
+    """
+
+    def __init__(self, units: int, category_of: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.units = units
+        self.category_of = torch.as_tensor(list(category_of), dtype=torch.long, device=device)
+        self.labels = len(category_of)
+        self.categories = int(self.category_of.max().item()) + 1
+        self.intersection = torch.zeros(units, self.labels, dtype=torch.int64, device=device)
+        self.unit_area = torch.zeros(units, self.categories, dtype=torch.int64, device=device)
+        self.label_area = torch.zeros(self.labels, dtype=torch.int64, device=device)
+        self.images = 0
+
+    def add(self, masks: torch.Tensor, label_maps: torch.Tensor) -> None:
+        """``masks``: (n, units, H, W) bool; ``label_maps``: (n, categories, H, W) label numbers."""
+        n, units, h, w = masks.shape
+        if units != self.units or label_maps.shape[0] != n or label_maps.shape[2:] != (h, w):
+            raise ValueError(f"masks {tuple(masks.shape)} and labels {tuple(label_maps.shape)} do not match")
+        device = self.intersection.device
+        masks = masks.to(device)
+        label_maps = label_maps.to(device).long()
+        self.images += n
+        unit_pixels = masks.flatten(2).sum(2)  # (n, units)
+        offsets = torch.arange(units, device=device)[None, :, None] * self.labels
+        present = torch.zeros(n, self.categories, dtype=torch.bool, device=device)
+        flat_masks = masks.flatten(2)
+        for channel in range(label_maps.shape[1]):
+            labels = label_maps[:, channel].flatten(1)  # (n, HW)
+            valid = labels > 0
+            self.label_area += torch.bincount(labels[valid], minlength=self.labels)[: self.labels]
+            cats = self.category_of[labels] + torch.arange(n, device=device)[:, None] * self.categories
+            present |= torch.bincount(cats[valid], minlength=n * self.categories).view(n, self.categories) > 0
+            index = (labels[:, None, :] + offsets).expand(n, units, h * w)
+            selected = index[flat_masks & valid[:, None, :]]
+            self.intersection += torch.bincount(selected, minlength=units * self.labels).view(units, self.labels)
+        # unit area is charged once to every category present in the image (category-aware denominators)
+        self.unit_area += (unit_pixels[:, :, None] * present[:, None, :]).sum(0)
+
+    def merge(self, other: IoUTally) -> None:
+        self.intersection += other.intersection
+        self.unit_area += other.unit_area
+        self.label_area += other.label_area
+        self.images += other.images
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is None:
+            return
+        for tensor in (self.intersection, self.unit_area, self.label_area):
+            dist.all_reduce(tensor)
+        images = torch.tensor([self.images], dtype=torch.int64, device=self.intersection.device)
+        dist.all_reduce(images)
+        self.images = int(images.item())
+
+    def iou(self) -> torch.Tensor:
+        """(units, labels) IoU = I / (unit area in images of the label's category + label area − I)."""
+        cats = self.category_of.clamp(min=0)
+        unit_area = self.unit_area[:, cats].double()
+        union = unit_area + self.label_area[None, :].double() - self.intersection.double()
+        iou = torch.where(union > 0, self.intersection.double() / union.clamp(min=1), torch.zeros_like(union))
+        iou[:, self.category_of < 0] = 0
+        return iou.float()
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"intersection": self.intersection.cpu(), "unit_area": self.unit_area.cpu(),
+                "label_area": self.label_area.cpu(), "images": self.images, "category_of": self.category_of.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.intersection.device
+        self.intersection = state["intersection"].to(device)
+        self.unit_area = state["unit_area"].to(device)
+        self.label_area = state["label_area"].to(device)
+        self.images = int(state["images"])

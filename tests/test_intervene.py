@@ -1,0 +1,101 @@
+"""Edit maps: the GAN Dissection rule, stroke compositing, pooling and batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_units, edit_maps, pool_mask
+from dissect_core.nethook import Trace
+from models.proggan import ProgressiveGenerator
+
+
+def full(h: int = 4, w: int = 4, value: float = 1.0) -> torch.Tensor:
+    return torch.full((h, w), value)
+
+
+def test_single_add_and_remove_follow_the_rule() -> None:
+    x = torch.arange(2 * 2 * 2, dtype=torch.float32).view(2, 2, 2)
+    mask = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    a, b = edit_maps([Stroke((1,), (10.0,), "add", mask)], (2, 2, 2))
+    out = apply_edit(x, a, b)
+    assert out[1, 0, 0] == 10.0  # x*(1-1) + 10*1
+    assert torch.equal(out[0], x[0]) and torch.equal(out[1].flatten()[1:], x[1].flatten()[1:])
+    a, b = edit_maps([Stroke((0, 1), (), "remove", full(2, 2))], (2, 2, 2))
+    assert torch.count_nonzero(apply_edit(x, a, b)) == 0
+
+
+def test_over_compositing_later_stroke_wins() -> None:
+    x = torch.ones(1, 1, 1) * 3
+    half = full(1, 1, 0.5)
+    strokes = [Stroke((0,), (10.0,), "add", half, soft=True), Stroke((0,), (20.0,), "add", half, soft=True)]
+    a, b = edit_maps(strokes, (1, 1, 1))
+    # A = 1-(1-.5)(1-.5) = .75; B = (10*.5)*(1-.5) + 20*.5 = 12.5
+    assert a.item() == pytest.approx(0.75) and b.item() == pytest.approx(12.5)
+    assert apply_edit(x, a, b).item() == pytest.approx(3 * 0.25 + 12.5)
+    # reference "over" rule on (alpha, value): a = .75, v = (10*.5*.5 + 20*.5)/.75
+    v = (10 * 0.5 * 0.5 + 20 * 0.5) / 0.75
+    assert apply_edit(x, a, b).item() == pytest.approx(3 * (1 - 0.75) + v * 0.75)
+    # draw then remove at alpha 1: removed
+    a, b = edit_maps([Stroke((0,), (5.0,), "add", full(1, 1)), Stroke((0,), (), "remove", full(1, 1))], (1, 1, 1))
+    assert apply_edit(x, a, b).item() == 0.0
+
+
+def test_erase_restores_original_activations_under_its_mask() -> None:
+    x = torch.randn(3, 4, 4)
+    left = torch.zeros(4, 4)
+    left[:, :2] = 1
+    strokes = [Stroke((0, 2), (9.0, 9.0), "add", full()), Stroke((1,), (), "remove", full()),
+               Stroke((), (), "erase", left)]
+    a, b = edit_maps(strokes, (3, 4, 4))
+    out = apply_edit(x, a, b)
+    assert torch.equal(out[:, :, :2], x[:, :, :2])
+    assert (out[0, :, 2:] == 9).all() and (out[1, :, 2:] == 0).all() and torch.equal(out[2, :, 2:], torch.full((4, 2), 9.0))
+
+
+def test_masks_of_any_resolution_are_pooled() -> None:
+    mask = torch.zeros(64, 64)
+    mask[0, 0] = 1  # one touched pixel
+    assert pool_mask(mask, (8, 8))[0, 0] == 1.0  # hard: any touched sub-cell switches the cell on
+    assert pool_mask(mask, (8, 8), soft=True)[0, 0] == pytest.approx(1 / 64)
+    assert pool_mask(mask, (8, 8)).sum() == 1
+    small = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert pool_mask(small, (8, 8))[:4, :4].sum() == 16 and pool_mask(small, (8, 8)).sum() == 16
+
+
+def test_brush_strength_sets_units_and_values() -> None:
+    ranking = list(range(100))[::-1]
+    levels = torch.arange(100, dtype=torch.float32)
+    units, values = brush_units(ranking, levels, 0.5, layer_units=100)
+    assert units == (99, 98, 97, 96, 95, 94, 93, 92) and values[0] == pytest.approx(99.0)
+    units, values = brush_units(ranking, levels, 1.0, layer_units=100)
+    assert len(units) == 16 and values[0] == pytest.approx(99 * 1.5)
+    assert len(brush_units(ranking, levels, 0.0, layer_units=100)[0]) == 1
+    with pytest.raises(ValueError, match="strength"):
+        brush_units(ranking, levels, 1.5, 100)
+
+
+def test_bad_strokes() -> None:
+    with pytest.raises(ValueError, match="unknown action"):
+        Stroke((0,), (1.0,), "paint", full())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one value per unit"):
+        Stroke((0, 1), (1.0,), "add", full())
+    with pytest.raises(ValueError, match="out of range"):
+        edit_maps([Stroke((7,), (1.0,), "add", full())], (3, 4, 4))
+
+
+def test_batch_of_recipes_in_one_forward_equals_one_by_one() -> None:
+    torch.manual_seed(0)
+    g = ProgressiveGenerator([8, 8, 8, 8]).eval()
+    z = torch.randn(3, 8)
+    recipes = [[], [Stroke((0, 1), (2.0, 3.0), "add", full(8, 8))], [Stroke((2,), (), "remove", full(8, 8))]]
+    a, b = batch_edit_maps(recipes, g.layer_shape("layer4"))
+    with torch.no_grad(), Trace(g, "layer4", edit=lambda x, _: apply_edit(x, a, b)):
+        batched = g(z)
+    for i, recipe in enumerate(recipes):
+        ai, bi = edit_maps(recipe, g.layer_shape("layer4"))
+        with torch.no_grad():
+            single = g.forward_from("layer4", apply_edit(g.forward_to("layer4", z[i : i + 1]), ai, bi))
+        torch.testing.assert_close(batched[i : i + 1], single)
+    with torch.no_grad():
+        torch.testing.assert_close(batched[0:1], g(z[0:1]))

@@ -1,0 +1,106 @@
+"""Streaming statistics against small hand-computed cases, and exact merging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dissect_core.stats import Histogram, IoUTally, TopImages, TopValues, quantile_rank
+
+
+def test_quantile_rank_nearest_rank() -> None:
+    assert quantile_rank(100, 0.99) == 2  # 99th percentile of 1..100 is 99, the 2nd largest
+    assert quantile_rank(1000, 0.99) == 11
+    assert quantile_rank(10, 1.0) == 1
+    assert quantile_rank(10, 0.0) == 10
+
+
+def test_top_values_quantile_matches_numpy_definition() -> None:
+    values = torch.arange(1, 101, dtype=torch.float32)[:, None].repeat(1, 2)
+    values[:, 1] *= -1
+    top = TopValues(units=2, k=5)
+    for chunk in values[torch.randperm(100)].split(7):
+        top.add(chunk)
+    q = top.quantile(0.99)
+    assert q.tolist() == [99.0, -2.0]
+    assert q[0] == np.quantile(np.arange(1, 101), 0.99, method="inverted_cdf")
+    with pytest.raises(ValueError, match="needs the top"):
+        top.quantile(0.5)
+
+
+def test_top_values_merge_is_exact() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(1000, 3)
+    whole = TopValues(3, 20)
+    whole.add(data)
+    a, b = TopValues(3, 20), TopValues(3, 20)
+    a.add(data[::2])
+    b.add(data[1::2])
+    a.merge(b)
+    assert a.count == 1000
+    assert torch.equal(a.quantile(0.99), whole.quantile(0.99))
+    assert torch.equal(a.quantile(0.99), torch.from_numpy(np.quantile(data.numpy(), 0.99, axis=0, method="inverted_cdf")).float())
+
+
+def test_histogram_quantile_and_merge() -> None:
+    low, high = torch.zeros(1), torch.full((1,), 10.0)
+    hist = Histogram(low, high, bins=10)
+    hist.add(torch.arange(10, dtype=torch.float32)[:, None] + 0.5)  # one value per bin
+    assert hist.counts.tolist() == [[1] * 10]
+    assert hist.quantile(0.5).item() == pytest.approx(5.0)  # 5th value fills bin 4 -> its top edge
+    assert hist.quantile(0.95).item() == pytest.approx(10.0)
+    other = Histogram(low, high, bins=10)
+    other.add(torch.tensor([[-3.0], [42.0]]))  # clamped to the end bins
+    hist.merge(other)
+    assert hist.counts[0, 0] == 2 and hist.counts[0, -1] == 2
+    with pytest.raises(ValueError, match="different edges"):
+        hist.merge(Histogram(low, high * 2, bins=10))
+
+
+def test_top_images_ties_are_deterministic() -> None:
+    scores = torch.tensor([[1.0], [3.0], [3.0], [2.0]])
+    ids = torch.tensor([10, 11, 12, 13])
+    a = TopImages(1, 2)
+    a.add(scores, ids)
+    assert a.indices.tolist() == [[11, 12]]
+    b1, b2 = TopImages(1, 2), TopImages(1, 2)
+    b1.add(scores[2:], ids[2:])
+    b2.add(scores[:2], ids[:2])
+    b1.merge(b2)
+    assert b1.indices.tolist() == [[11, 12]] and b1.scores.tolist() == [[3.0, 3.0]]
+
+
+def test_iou_tally_hand_computed() -> None:
+    # labels: 0 none, 1 sky (cat 0), 2 tree (cat 0), 3 brick (cat 1); one image 2x2 and one without brick
+    category_of = [-1, 0, 0, 1]
+    tally = IoUTally(units=1, category_of=category_of)
+    masks = torch.tensor([[[[1, 1], [0, 0]]], [[[1, 0], [0, 0]]]], dtype=torch.bool)  # (2, 1, 2, 2)
+    labels = torch.tensor([
+        [[[1, 1], [2, 2]], [[3, 0], [0, 0]]],   # image 0: object channel, material channel
+        [[[1, 2], [2, 2]], [[0, 0], [0, 0]]],   # image 1: no material labels at all
+    ])
+    tally.add(masks, labels)
+    assert tally.intersection.tolist() == [[0, 3, 0, 1]]
+    # unit area: objects in both images (2 + 1 = 3); material only in image 0 (2)
+    assert tally.unit_area.tolist() == [[3, 2]]
+    assert tally.label_area.tolist() == [0, 3, 5, 1]
+    iou = tally.iou()[0]
+    assert iou[1].item() == pytest.approx(3 / (3 + 3 - 3))  # sky: perfect
+    assert iou[2].item() == 0.0
+    assert iou[3].item() == pytest.approx(1 / (2 + 1 - 1))  # brick: only image 0 counts the unit area
+
+
+def test_iou_tally_merges_exactly() -> None:
+    torch.manual_seed(1)
+    masks = torch.rand(6, 4, 5, 5) > 0.6
+    labels = torch.randint(0, 4, (6, 2, 5, 5))
+    whole = IoUTally(4, [-1, 0, 0, 1])
+    whole.add(masks, labels)
+    a, b = IoUTally(4, [-1, 0, 0, 1]), IoUTally(4, [-1, 0, 0, 1])
+    a.add(masks[:2], labels[:2])
+    b.add(masks[2:], labels[2:])
+    a.merge(b)
+    assert torch.equal(a.iou(), whole.iou()) and a.images == 6
+    with pytest.raises(ValueError, match="do not match"):
+        whole.add(masks[:, :3], labels)
