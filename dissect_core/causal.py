@@ -99,13 +99,13 @@ def ablation_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter
 @torch.no_grad()
 def insertion_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter, concept_number: int,
                      units: Sequence[int], values: Sequence[float], ids: Sequence[int],
-                     choose_cells: Callable[[torch.Tensor, torch.Tensor], list[tuple[int, int, int, str]]],
+                     choose_regions: Callable[[torch.Tensor], list[tuple[int, int, int, int, int, str]]],
                      seed: int = 1, batch_size: int = 16, min_pixels: int = 1) -> dict[str, dict[str, float]]:
-    """Insert ``units`` at cells where the concept is absent; success rate per context.
+    """Insert ``units`` in layer-grid regions where the concept is absent; success rate per context.
 
-    ``choose_cells(labels, image_index_offset)`` gets the unedited label maps (N, C, H, W) of a batch
-    and returns ``(image, row, col, context)`` cells of the layer grid to paint. A cell succeeds when,
-    after the edit, the concept covers at least ``min_pixels`` pixels inside that cell's image block.
+    ``choose_regions(labels)`` gets the unedited label maps (N, C, H, W) of a batch and returns
+    ``(image, y0, x0, y1, x1, context)`` rectangles of layer cells (exclusive ends) to paint. A region
+    succeeds when, after the edit, the concept covers at least ``min_pixels`` pixels inside it.
     """
     device = next(generator.parameters()).device
     _, h, w = generator.layer_shape(layer)
@@ -115,18 +115,17 @@ def insertion_effect(generator: torch.nn.Module, layer: str, segmenter: Segmente
     for batch in _batches(ids, batch_size):
         x = generator.forward_to(layer, z_tensor(batch, generator.z_dim, seed, device))
         labels = segmenter(generator.forward_from(layer, x).clamp(-1, 1))
-        cells = choose_cells(labels, torch.tensor(batch))
-        if not cells:
+        regions = choose_regions(labels)
+        if not regions:
             continue
-        edited = x[[c[0] for c in cells]].clone()
-        for row, (_, cy, cx, _) in enumerate(cells):
-            edited[row, unit_index, cy, cx] = value[:, 0, 0]
+        edited = x[[r[0] for r in regions]].clone()
+        for row, (_, y0, x0, y1, x1, _) in enumerate(regions):
+            edited[row, unit_index, y0:y1, x0:x1] = value
         after = segmenter(generator.forward_from(layer, edited).clamp(-1, 1))
         side_h, side_w = after.shape[-2] // h, after.shape[-1] // w
-        for row, (_, cy, cx, context) in enumerate(cells):
-            block = after[row, :, cy * side_h:(cy + 1) * side_h, cx * side_w:(cx + 1) * side_w]
-            hit = int((block == concept_number).sum()) >= min_pixels
+        for row, (_, y0, x0, y1, x1, context) in enumerate(regions):
+            block = after[row, :, y0 * side_h:y1 * side_h, x0 * side_w:x1 * side_w]
             counts = tally.setdefault(context, [0, 0])
-            counts[0] += hit
+            counts[0] += int(int((block == concept_number).sum()) >= min_pixels)
             counts[1] += 1
-    return {context: {"cells": n, "success": s / n if n else 0.0} for context, (s, n) in tally.items()}
+    return {context: {"regions": n, "success": s / n if n else 0.0} for context, (s, n) in tally.items()}
