@@ -49,7 +49,7 @@ class WorldSegmenterAdapter:
         return self.model.segment(images)
 
 
-def load_segmenter(spec: str, device: str = "cpu") -> Segmenter:
+def load_segmenter(spec: str, device: str = "cpu", zoo_dir: object = None) -> Segmenter:
     """A zoo id (``world64/segmenter``) or ``package.module:factory`` (called with ``device=``)."""
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
@@ -63,4 +63,4 @@ def load_segmenter(spec: str, device: str = "cpu") -> Segmenter:
         return segmenter
     from models.zoo import load_model
 
-    return WorldSegmenterAdapter(load_model(spec, device), identity=spec)
+    return WorldSegmenterAdapter(load_model(spec, device, zoo_dir), identity=spec)

@@ -66,3 +66,29 @@ def released_checkpoint(tmp_path: Path, small_sizes: list[int]) -> Path:
     path = tmp_path / "church_lsun.pth"
     torch.save(released_state_dict(small_sizes), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo named ``tiny`` (16 px generator, segmenter, classifier) trained for a few steps."""
+    from models.train.classifier import ClassifierConfig, train_classifier
+    from models.train.gan import GanConfig, train_gan
+    from models.train.segmenter import SegmenterConfig, train_segmenter
+    from server.cli import main
+
+    root = tmp_path_factory.mktemp("zoo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GANPAINT_CACHE_DIR", str(root / "cache"))
+    runs = root / "runs"
+    train_gan(GanConfig(resolution=16, channels=[16, 16, 16, 8], d_channels=[8, 8, 8], kimg_per_phase=0.05,
+                        final_kimg=0.05, dataset_size=32, snapshots=2, batch_sizes={"4": 8, "8": 8, "16": 8}),
+              runs / "gan", resume=False, progress=False)
+    train_segmenter(SegmenterConfig(width=8, resolution=16, dataset_size=32, steps=3, batch_size=4), runs / "seg",
+                    resume=False, progress=False)
+    train_classifier(ClassifierConfig(width=8, resolution=16, dataset_size=32, steps=3, batch_size=4), runs / "cls",
+                     resume=False, progress=False)
+    zoo = root / "zoo"
+    for recipe, run in (("gan", "gan"), ("segmenter", "seg"), ("classifier", "cls")):
+        assert main(["zoo", "export", recipe, "--run-dir", str(runs / run), "--name", "tiny", "--zoo-dir", str(zoo)]) == 0
+    yield zoo
+    mp.undo()

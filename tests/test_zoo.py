@@ -11,38 +11,16 @@ import torch
 
 from models import evaluate
 from models.checkpoints import file_sha256
-from models.train.classifier import ClassifierConfig, train_classifier
-from models.train.gan import GanConfig, train_gan
-from models.train.segmenter import SegmenterConfig, train_segmenter
 from models.zoo import ZooError, get_entry, list_zoo, load_model, resolve_weights
 from server.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("zoo")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GANPAINT_CACHE_DIR", str(root / "cache"))
-    runs = root / "runs"
-    train_gan(GanConfig(resolution=8, channels=[8, 8, 8], d_channels=[8, 8], kimg_per_phase=0.05, final_kimg=0.05,
-                        dataset_size=32, snapshots=2, batch_sizes={"4": 8, "8": 8}), runs / "gan", resume=False, progress=False)
-    train_segmenter(SegmenterConfig(width=8, resolution=8, dataset_size=32, steps=3, batch_size=4), runs / "seg",
-                    resume=False, progress=False)
-    train_classifier(ClassifierConfig(width=8, resolution=8, dataset_size=32, steps=3, batch_size=4), runs / "cls",
-                     resume=False, progress=False)
-    zoo = root / "zoo"
-    for recipe, run in (("gan", "gan"), ("segmenter", "seg"), ("classifier", "cls")):
-        assert main(["zoo", "export", recipe, "--run-dir", str(runs / run), "--name", "tiny", "--zoo-dir", str(zoo)]) == 0
-    yield zoo
-    mp.undo()
 
 
 def test_registry_resolves_ids(tiny_zoo: Path) -> None:
     entries = list_zoo(tiny_zoo)
     assert set(entries) == {"tiny", "tiny/segmenter", "tiny/classifier"}
     generator = load_model("tiny", zoo_dir=tiny_zoo)
-    assert generator.resolution == 8 and next(generator.parameters()).dtype == torch.float32
-    assert load_model("tiny/classifier", zoo_dir=tiny_zoo)(torch.zeros(2, 3, 8, 8)).shape == (2, 4)
+    assert generator.resolution == 16 and next(generator.parameters()).dtype == torch.float32
+    assert load_model("tiny/classifier", zoo_dir=tiny_zoo)(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
     assert resolve_weights("tiny", tiny_zoo).name == "generator.safetensors"
 
 

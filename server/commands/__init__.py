@@ -22,9 +22,10 @@ class Command:
 
 
 def _load() -> list[Command]:
-    from server.commands import dissect, evaluate, render, train, world, zoo
+    from server.commands import dissect, evaluate, render, serve, train, world, zoo
 
-    return [render.COMMAND, dissect.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND]
+    return [serve.COMMAND, render.COMMAND, dissect.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND,
+            world.COMMAND]
 
 
 COMMANDS: list[Command] = _load()

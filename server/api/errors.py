@@ -1,0 +1,49 @@
+"""One error shape for every REST failure: ``{"error": {"code", "message"}}``, documented in OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["ApiError", "ErrorBody", "error_body", "responses"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request body (not JSON)",
+    401: "Missing or wrong token (when the server has one configured)",
+    404: "Unknown model, layer, unit or sample",
+    409: "Superseded by a newer request",
+    413: "Request body too large",
+    422: "Request failed validation (strict types, bounds, unknown brush, unit out of range)",
+    503: "Busy (queue full, deadline passed) or tables still building; retry later",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given error statuses (plus the always-possible ones)."""
+    wanted = sorted(set(statuses) | {401, 422})
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in wanted}

@@ -1,0 +1,34 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from server.api.deps import get_state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", summary="The process is up")
+def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Ready to paint: model loaded, executor running, queue not full; tables progress",
+            responses={503: {"description": "Not ready (starting, draining or saturated)"}})
+def readyz(state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    models: list[dict[str, Any]] = [m.describe() for m in state.catalog.loaded()]
+    saturated = state.executor.depth >= state.settings.queue_size
+    ready = state.ready and not state.draining and not saturated
+    body = {"status": "ready" if ready else ("draining" if state.draining else "starting" if not state.ready else "busy"),
+            "device": str(state.device), "queue_depth": state.executor.depth, "models": models}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics (edit latency, queue depth, batch size, ...)",
+            response_class=Response)
+def metrics(state=Depends(get_state)) -> Response:  # noqa: ANN001
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

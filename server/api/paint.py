@@ -1,0 +1,129 @@
+"""Websocket ``/ws/paint``, protocol v1 (docs/api.md).
+
+Client -> server: JSON text ``{"v":1,"type":"edit","seq":N,"recipe":{...},"preview":false}``.
+Server -> client: a JSON header ``{"type":"image","seq":N,...}`` immediately followed by the image as
+one binary frame; or ``{"type":"error","seq":N|null,"code":...,"message":...}``. Recipes from the same
+connection are latest-wins: one still queued when a newer one arrives is dropped without a reply.
+Bad messages get an error and the connection stays open. Handshake: the Origin must be allowed
+(close 1008 otherwise); with a server token, the client offers the subprotocols ``ganpaint.v1`` and
+``token.<token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import TypeAdapter, ValidationError
+
+from server.catalog import UnknownModel
+from server.runtime import RenderError, Superseded
+from server.schemas import EditMessage, ErrorMessage, ImageHeader
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+_EDIT = TypeAdapter(EditMessage)
+_connections = itertools.count(1)
+SUBPROTOCOL = "ganpaint.v1"
+
+
+def _token_ok(websocket: WebSocket, token: str | None) -> bool:
+    if token is None:
+        return True
+    offered = websocket.scope.get("subprotocols") or []
+    supplied = next((p[len("token."):] for p in offered if p.startswith("token.")), "")
+    return hmac.compare_digest(supplied.encode(), token.encode())
+
+
+@router.websocket("/ws/paint")
+async def paint(websocket: WebSocket) -> None:
+    state = websocket.app.state.ganpaint
+    settings = state.settings
+    if not settings.origin_allowed(websocket.headers.get("origin")):
+        await websocket.close(code=1008, reason="origin not allowed")
+        return
+    token = settings.token.get_secret_value() if settings.token else None
+    if not _token_ok(websocket, token):
+        await websocket.close(code=1008, reason="missing or wrong token")
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    client = f"ws-{next(_connections)}"
+    metrics = state.metrics
+    metrics.ws_connections.inc()
+    send_lock = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send_error(seq: int | None, code: str, message: str) -> None:
+        metrics.errors.labels(code=code).inc()
+        async with send_lock:
+            await websocket.send_text(ErrorMessage(seq=seq, code=code, message=message).model_dump_json())
+
+    async def handle(message: EditMessage) -> None:
+        received = time.monotonic()
+        try:
+            model = state.catalog.get(message.recipe.model)
+            result = await state.executor.render(model, message.recipe, message.preview, client)
+        except Superseded:
+            return
+        except UnknownModel as exc:
+            await send_error(message.seq, "unknown_model", str(exc))
+            return
+        except RenderError as exc:
+            await send_error(message.seq, exc.code, str(exc))
+            return
+        header = ImageHeader(seq=message.seq, format=result.format, width=result.width, height=result.height,
+                             bytes=len(result.data), timings=result.timings, batch=result.batch)
+        async with send_lock:
+            await websocket.send_text(header.model_dump_json())
+            await websocket.send_bytes(result.data)
+        metrics.edit_latency.observe(time.monotonic() - received)
+
+    try:
+        while True:
+            incoming: dict[str, Any] = await websocket.receive()
+            if incoming["type"] == "websocket.disconnect":
+                break
+            text = incoming.get("text")
+            if text is None:
+                metrics.ws_messages.labels(type="binary").inc()
+                await send_error(None, "unsupported", "send recipes as JSON text frames")
+                continue
+            if len(text) > settings.ws_max_bytes:
+                await send_error(None, "too_large", f"message over {settings.ws_max_bytes} bytes")
+                continue
+            try:
+                message = _EDIT.validate_json(text)
+            except ValidationError as exc:
+                metrics.ws_messages.labels(type="invalid").inc()
+                seq = _seq_of(text)
+                first = exc.errors()[0]
+                kind = "bad_json" if first["type"] == "json_invalid" else "invalid_message"
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                await send_error(seq, kind, f"{where}: {first['msg']}" if where else first["msg"])
+                continue
+            metrics.ws_messages.labels(type="edit").inc()
+            task = asyncio.create_task(handle(message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        state.executor.cancel_client(client)
+        for task in list(tasks):
+            task.cancel()
+        metrics.ws_connections.dec()
+
+
+def _seq_of(text: str) -> int | None:
+    try:
+        seq = json.loads(text).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -1,0 +1,107 @@
+"""App factory: settings -> catalog + executor + metrics -> FastAPI app with routers.
+
+The lifespan loads the default model (a missing or corrupt zoo file fails startup with a message
+naming the file), starts the inference executor, and starts the dissection-table load/build in the
+background so the app answers (``/readyz`` says what is still building) while it works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.api import dissection, health, models, paint
+from server.api.errors import ApiError, error_body
+from server.catalog import Catalog
+from server.devices import resolve_device
+from server.metrics import Metrics
+from server.runtime import InferenceExecutor
+from server.settings import Settings
+
+__all__ = ["create_app", "AppState"]
+
+log = logging.getLogger("ganpaint")
+FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
+
+
+class AppState:
+    """Everything a request handler needs, hung on ``app.state.ganpaint``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.metrics = Metrics()
+        self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
+                               self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir)
+        self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
+                                          settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items)
+        self.ready = False
+        self.draining = False
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = AppState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = state.catalog.get(settings.default_model)  # raises (startup fails) on a bad zoo file
+        state.executor.start()
+        state.catalog.ensure_table(model, model.edit_layer)
+        state.ready = True
+        log.info("ganpaint ready: model %s on %s", model.id, state.device)
+        try:
+            yield
+        finally:
+            state.draining = True
+            state.executor.stop()
+
+    app = FastAPI(
+        title="ganpaint", version="1.0",
+        description="GAN painting studio API: models, samples, dissection tables, brushes and the painting websocket "
+                    "(protocol in docs/api.md).",
+        lifespan=lifespan, max_body_size=settings.max_body_bytes,
+    )
+    app.state.ganpaint = state
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}",
+                                       details=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors[:20]]),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(dissection.router)
+    app.include_router(paint.router)
+    if FRONTEND_DIR.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    return app

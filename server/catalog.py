@@ -1,0 +1,257 @@
+"""The models the server offers, their dissection tables and brushes.
+
+Models are referred to by id only: the default zoo generator, and one model per checkpoint file in
+the operator's ``models_dir`` (id = the file's stem, lower-cased). A model's dissection table for a
+layer comes from, in order: the cache (keyed by model sha256, layer, settings, segmenter), a table
+shipped in the zoo next to the weights (when its recorded sha256 matches), or a build in a
+background thread with progress (shown by ``/readyz``). Without a segmenter, extra models paint with
+explicit units only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dissect_core.causal import rank_units, single_unit_effects
+from dissect_core.gandissect import DissectConfig, LayerTable, dissect
+from dissect_core.segmenters import Segmenter, load_segmenter
+from dissect_core.tables import TableError, cache_key, cached_table, load_table
+from models.checkpoints import file_sha256, load_generator
+from models.proggan import ProgressiveGenerator
+from models.world.labels import LABEL_BY_NAME
+from models.zoo import ZooError, get_entry
+
+__all__ = ["Catalog", "LoadedModel", "UnknownModel", "TableState"]
+
+log = logging.getLogger(__name__)
+_STEM = re.compile(r"[^a-z0-9_-]+")
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+@dataclass
+class TableState:
+    status: str = "missing"  # missing | building | ready | failed | unavailable
+    progress: float = 0.0
+    table: LayerTable | None = None
+    error: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    id: str
+    weights: Path
+    generator: ProgressiveGenerator
+    sha256: str
+    edit_layer: str
+    shipped_tables: Path | None = None
+    tables: dict[str, TableState] = field(default_factory=dict)
+    fallback_levels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        g = self.generator
+        return {
+            "id": self.id, "resolution": g.resolution, "z_dim": g.z_dim, "edit_layer": self.edit_layer,
+            "layers": [{"name": n, "shape": list(g.layer_shape(n))} for n in g.layer_names],
+            "tables": {layer: {"status": s.status, "progress": round(s.progress, 3)} for layer, s in self.tables.items()},
+        }
+
+
+class Catalog:
+    """Loads models on demand and builds their tables in the background."""
+
+    def __init__(self, default_model: str, models_dir: Path | None, cache_dir: Path, segmenter_spec: str | None,
+                 device: torch.device, dissect_samples: int = 2000, causal_samples: int = 64,
+                 zoo_dir: Path | None = None) -> None:
+        self.default_model = default_model
+        self.zoo_dir = zoo_dir
+        self.models_dir = models_dir
+        self.cache_dir = cache_dir
+        self.segmenter_spec = segmenter_spec or None
+        self.device = device
+        self.dissect_samples = dissect_samples
+        self.causal_samples = causal_samples
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.RLock()
+        self._segmenter: Segmenter | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- models ---------------------------------------------------------------------------------
+    def available(self) -> dict[str, Path]:
+        """Model ids the server can offer and their weight files."""
+        found: dict[str, Path] = {}
+        try:
+            found[self.default_model] = get_entry(self.default_model, self.zoo_dir).weights
+        except ZooError:
+            pass
+        if self.models_dir is not None and self.models_dir.is_dir():
+            for path in sorted(self.models_dir.iterdir()):
+                if path.suffix in (".pth", ".pt", ".safetensors") and path.is_file():
+                    model_id = _STEM.sub("-", path.stem.lower()).strip("-")[:64] or "model"
+                    found.setdefault(model_id, path)
+        return found
+
+    def get(self, model_id: str) -> LoadedModel:
+        with self._lock:
+            if model_id in self._models:
+                return self._models[model_id]
+            paths = self.available()
+            if model_id not in paths:
+                raise UnknownModel(f"unknown model {model_id!r}; models are {', '.join(sorted(paths)) or 'none'}")
+            weights = paths[model_id]
+            generator = load_generator(weights, device=self.device)
+            generator.requires_grad_(False)
+            edit_layer = "layer4" if "layer4" in generator.layer_names else generator.layer_names[len(generator.layer_names) // 2]
+            shipped = weights.parent / "dissection" if model_id == self.default_model else None
+            model = LoadedModel(model_id, weights, generator, file_sha256(weights), edit_layer, shipped)
+            self._models[model_id] = model
+            return model
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    # --- tables ---------------------------------------------------------------------------------
+    def segmenter(self) -> Segmenter | None:
+        if self.segmenter_spec is None:
+            return None
+        with self._lock:
+            if self._segmenter is None:
+                self._segmenter = load_segmenter(self.segmenter_spec, str(self.device), self.zoo_dir)
+            return self._segmenter
+
+    def table_state(self, model: LoadedModel, layer: str) -> TableState:
+        with self._lock:
+            return model.tables.setdefault(layer, TableState())
+
+    def table(self, model: LoadedModel, layer: str) -> LayerTable | None:
+        return self.table_state(model, layer).table
+
+    def ensure_table(self, model: LoadedModel, layer: str, background: bool = True) -> TableState:
+        """Start loading or building the table of ``layer`` unless it is ready or under way."""
+        state = self.table_state(model, layer)
+        with self._lock:
+            if state.status in ("ready", "building", "unavailable"):
+                return state
+            shipped = self._shipped_table(model, layer)
+            if shipped is not None:
+                state.table, state.status, state.progress = shipped, "ready", 1.0
+                return state
+            if self.segmenter_spec is None:
+                state.status, state.error = "unavailable", "no segmenter configured; paint with explicit units"
+                return state
+            state.status, state.progress, state.error = "building", 0.0, None
+        if background:
+            thread = threading.Thread(target=self._build, args=(model, layer, state), daemon=True,
+                                      name=f"dissect-{model.id}-{layer}")
+            self._threads.append(thread)
+            thread.start()
+        else:
+            self._build(model, layer, state)
+        return state
+
+    def _shipped_table(self, model: LoadedModel, layer: str) -> LayerTable | None:
+        if model.shipped_tables is None or not (model.shipped_tables / layer).exists():
+            return None
+        try:
+            import json
+
+            table = load_table(model.shipped_tables / layer)
+            provenance = json.loads((model.shipped_tables / layer / "table.json").read_text()).get("provenance", {})
+        except (TableError, OSError, ValueError) as exc:
+            log.warning("shipped table for %s/%s is unusable (%s)", model.id, layer, exc)
+            return None
+        if provenance.get("model_sha256") != model.sha256:
+            log.warning("shipped table for %s/%s was made for other weights; ignoring it", model.id, layer)
+            return None
+        return table
+
+    def _build(self, model: LoadedModel, layer: str, state: TableState) -> None:
+        started = time.monotonic()
+        try:
+            segmenter = self.segmenter()
+            assert segmenter is not None
+            config = DissectConfig(samples=self.dissect_samples)
+            identity = getattr(segmenter, "identity", self.segmenter_spec)
+            key = cache_key(model.sha256, layer, config, f"{identity}|causal={self.causal_samples}")
+
+            def progress(stage: str, done: int, total: int) -> None:
+                state.progress = 0.7 * done / max(total, 1)
+
+            def compute() -> LayerTable:
+                log.info("dissecting %s %s on %d samples", model.id, layer, config.samples)
+                table = dissect(model.generator, [layer], segmenter, config, progress)[layer]
+                if self.causal_samples:
+                    ids = list(range(config.samples, config.samples + self.causal_samples))
+
+                    def causal_progress(stage: str, done: int, total: int) -> None:
+                        state.progress = 0.7 + 0.3 * done / max(total, 1)
+
+                    rank_units(table, single_unit_effects(model.generator, layer, segmenter, ids,
+                                                          progress=causal_progress))
+                return table
+
+            table = cached_table(self.cache_dir / "dissect", key, compute,
+                                 {"model": model.id, "model_sha256": model.sha256, "segmenter": identity})
+            with self._lock:
+                state.table, state.status, state.progress = table, "ready", 1.0
+            log.info("dissection of %s %s ready in %.1f s", model.id, layer, time.monotonic() - started)
+        except Exception as exc:  # a failed build must not take the server down
+            log.exception("dissection of %s %s failed", model.id, layer)
+            with self._lock:
+                state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+
+    def fallback_levels(self, model: LoadedModel, layer: str, samples: int = 64) -> torch.Tensor:
+        """Per-unit q99 levels estimated from ``samples`` samples (for models without a table)."""
+        with self._lock:
+            cached = model.fallback_levels.get(layer)
+        if cached is not None:
+            return cached
+        from models.samples import z_tensor
+
+        with torch.inference_mode():
+            acts = model.generator.forward_to(layer, z_tensor(range(samples), model.generator.z_dim, device=self.device))
+        levels = acts.transpose(0, 1).flatten(1).float().quantile(0.99, dim=1)
+        with self._lock:
+            model.fallback_levels[layer] = levels
+        return levels
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for background builds (tests and shutdown)."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    # --- brushes --------------------------------------------------------------------------------
+    def brushes(self, model: LoadedModel, layer: str) -> list[dict[str, Any]]:
+        """Concepts with at least one detector unit: ranked units and their insertion levels."""
+        table = self.table(model, layer)
+        if table is None:
+            return []
+        out = []
+        for number, (name, category) in enumerate(table.labels):
+            if number == 0 or category not in ("object", "material", "part"):
+                continue
+            column = table.iou[:, number]
+            if column.max() <= table.config.min_iou:
+                continue
+            ranking = table.concept_ranking(name)[:64]
+            label = LABEL_BY_NAME.get(name)
+            out.append({
+                "name": name, "category": category,
+                "color": "#%02x%02x%02x" % label.rgb if label else "#888888",
+                "ranking": "causal" if name in table.causal else "iou",
+                "units": ranking, "levels": [round(float(table.q99[u]), 5) for u in ranking],
+                "best_iou": round(float(column.max()), 4),
+            })
+        return sorted(out, key=lambda b: (b["category"] != "object", b["name"]))
+

@@ -1,0 +1,45 @@
+"""``ganpaint serve``: run the painting studio and API with uvicorn (settings: env GANPAINT_* or flags)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from server.commands import Command, CommandError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--model", dest="default_model", help="default zoo model (default world64)")
+    parser.add_argument("--models-dir", type=Path, help="directory of extra generator checkpoints")
+    parser.add_argument("--cache-dir", type=Path, help="dissection cache directory")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in ("host", "port", "default_model", "models_dir", "cache_dir", "device") and v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise CommandError(str(exc).splitlines()[0] + ": " + exc.errors()[0]["msg"]) from exc
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=settings.ws_max_bytes,
+                ws_per_message_deflate=False, timeout_graceful_shutdown=10, log_level=args.log_level,
+                server_header=False)
+    return 0
+
+
+COMMAND = Command(name="serve", help="start the painting studio web app and API (default http://127.0.0.1:8000)",
+                  add_arguments=add_arguments, run=run)

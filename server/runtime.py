@@ -1,0 +1,412 @@
+"""The single inference executor: all torch work of the web server runs on one worker thread.
+
+Requests enter a bounded queue (full -> ``Busy``, never unbounded growth). The worker takes one,
+then gathers more for up to ``batch_wait_ms`` (at most ``max_batch``), drops the ones that were
+superseded (latest-wins per client), cancelled (client gone) or past their deadline *before*
+computing, and renders each (model, layer) group in one forward pass: activations up to the edit
+layer come from an LRU cache keyed by (model, layer, sample) or are computed together, the
+per-sample edit maps are applied, and only the layers after the edit layer run. Results (encoded
+image bytes) go back to the event loop through ``call_soon_threadsafe``; the loop never runs torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps
+from models.imaging import to_uint8
+from models.samples import z_tensor
+from server.catalog import Catalog, LoadedModel
+from server.metrics import Metrics
+from server.schemas import Recipe
+
+__all__ = ["InferenceExecutor", "RenderResult", "RenderError", "Busy", "Superseded", "FeatureCache"]
+
+log = logging.getLogger(__name__)
+
+
+class RenderError(Exception):
+    """A request that could not be rendered; ``code`` is the protocol error code."""
+
+    code = "render_failed"
+    status = 500
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+
+class Busy(RenderError):
+    code, status = "busy", 503
+
+
+class Superseded(RenderError):
+    code, status = "superseded", 409
+
+
+class DeadlineExceeded(RenderError):
+    code, status = "deadline", 503
+
+
+class Cancelled(RenderError):
+    code, status = "cancelled", 499
+
+
+@dataclass
+class RenderResult:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    timings: dict[str, float]
+    batch: int
+
+
+@dataclass
+class RenderRequest:
+    model: LoadedModel
+    recipe: Recipe
+    preview: bool
+    client: str | None
+    deadline: float
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    state: str = "queued"  # queued | superseded | cancelled | running | done
+    id: int = 0
+
+
+@dataclass
+class CallRequest:
+    """Arbitrary torch work (unit strips, activation queries) run in order on the worker thread."""
+
+    fn: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+class FeatureCache:
+    """Bounded LRU of activations at the edit layer, keyed by (model, layer, sample)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
+
+    def get(self, key: tuple[str, str, int]) -> torch.Tensor | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str, int], value: torch.Tensor) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class InferenceExecutor:
+    def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = 8,
+                 batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait_ms / 1000
+        self.deadline_s = deadline_s
+        self.cache = FeatureCache(cache_items)
+        self._queue: queue.Queue[RenderRequest | CallRequest | None] = queue.Queue(maxsize=queue_size)
+        self._latest: dict[str, RenderRequest] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self.renders = 0
+        self.fail_next: Callable[[RenderRequest], None] | None = None
+        """Test hook: called before each render; raising makes that request fail."""
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inference-executor", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    # --- submission (event loop side) ----------------------------------------------------------
+    async def render(self, model: LoadedModel, recipe: Recipe, preview: bool = False,
+                     client: str | None = None) -> RenderResult:
+        """Queue a render and wait for it; raises ``RenderError`` subclasses."""
+        loop = asyncio.get_running_loop()
+        request = RenderRequest(model=model, recipe=recipe, preview=preview, client=client,
+                                deadline=time.monotonic() + self.deadline_s, loop=loop,
+                                future=loop.create_future(), id=next(self._ids))
+        with self._lock:
+            if client is not None:
+                previous = self._latest.get(client)
+                if previous is not None and previous.state == "queued":
+                    previous.state = "superseded"
+                    self.metrics.dropped.labels(reason="superseded").inc()
+                    self._resolve(previous, error=Superseded("a newer recipe from this connection replaced it"))
+                self._latest[client] = request
+            try:
+                self._queue.put_nowait(request)
+            except queue.Full:
+                self.metrics.dropped.labels(reason="busy").inc()
+                raise Busy("the server is busy; try again shortly") from None
+        self.metrics.queue_depth.set(self._queue.qsize())
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self.cancel(request)
+            raise
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker thread (after the work queued before it); returns its result."""
+        loop = asyncio.get_running_loop()
+        request = CallRequest(fn, loop, loop.create_future())
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            self.metrics.dropped.labels(reason="busy").inc()
+            raise Busy("the server is busy; try again shortly") from None
+        return await request.future
+
+    def _run_call(self, request: CallRequest) -> None:
+        try:
+            with torch.inference_mode():
+                result = request.fn()
+        except Exception as exc:  # reported to the caller, the worker goes on
+            self._resolve(request, error=exc)  # type: ignore[arg-type]
+        else:
+            self._resolve(request, result)  # type: ignore[arg-type]
+
+    def cancel(self, request: RenderRequest) -> None:
+        with self._lock:
+            if request.state == "queued":
+                request.state = "cancelled"
+                self.metrics.dropped.labels(reason="disconnect").inc()
+
+    def cancel_client(self, client: str) -> None:
+        """Drop queued work of a client that went away."""
+        with self._lock:
+            request = self._latest.pop(client, None)
+        if request is not None:
+            self.cancel(request)
+
+    # --- worker side ------------------------------------------------------------------------------
+    def _resolve(self, request: RenderRequest | CallRequest, result: Any = None,
+                 error: Exception | None = None) -> None:
+        def settle() -> None:
+            if request.future.done():
+                return
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                request.future.set_result(result)
+
+        try:
+            request.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # loop closed: nobody is waiting any more
+            pass
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            if isinstance(first, CallRequest):
+                self._run_call(first)
+                continue
+            batch = [first]
+            calls: list[CallRequest] = []
+            until = time.monotonic() + self.batch_wait
+            while len(batch) < self.max_batch:
+                remaining = until - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                if isinstance(item, CallRequest):
+                    calls.append(item)
+                    continue
+                batch.append(item)
+            self.metrics.queue_depth.set(self._queue.qsize())
+            live = []
+            now = time.monotonic()
+            with self._lock:
+                for request in batch:
+                    if request.state != "queued":
+                        continue
+                    if now > request.deadline:
+                        request.state = "done"
+                        self.metrics.dropped.labels(reason="deadline").inc()
+                        self._resolve(request, error=DeadlineExceeded("the request waited past its deadline"))
+                        continue
+                    request.state = "running"
+                    live.append(request)
+            groups: dict[tuple[str, str], list[RenderRequest]] = {}
+            for request in live:
+                layer = request.recipe.layer or request.model.edit_layer
+                groups.setdefault((request.model.id, layer), []).append(request)
+            for (_, layer), group in groups.items():
+                self._render_group(layer, group)
+            for call in calls:
+                self._run_call(call)
+
+    def _render_group(self, layer: str, group: list[RenderRequest]) -> None:
+        started = time.monotonic()
+        ready: list[tuple[RenderRequest, list[Stroke]]] = []
+        for request in group:
+            try:
+                if self.fail_next is not None:
+                    self.fail_next(request)
+                ready.append((request, self._strokes(request, layer)))
+            except RenderError as exc:
+                self._finish_error(request, exc)
+            except Exception as exc:  # a bad request must not stop the others
+                log.exception("request %s failed", request.id)
+                self._finish_error(request, RenderError(f"{type(exc).__name__}: {exc}"))
+        if not ready:
+            return
+        model = ready[0][0].model
+        generator = model.generator
+        try:
+            with torch.inference_mode():
+                features = self._features(model, layer, [r for r, _ in ready])
+                shape = generator.layer_shape(layer)
+                maps = [edit_maps(strokes, shape, features.device) for _, strokes in ready]
+                a = torch.stack([m[0] for m in maps])
+                b = torch.stack([m[1] for m in maps])
+                images = generator.forward_from(layer, apply_edit(features, a, b))
+                pixels = to_uint8(images)
+        except Exception as exc:
+            log.exception("render batch failed")
+            for request, _ in ready:
+                self._finish_error(request, RenderError(f"render failed: {type(exc).__name__}"))
+            return
+        compute = time.monotonic() - started
+        self.renders += len(ready)
+        self.metrics.batch_size.observe(len(ready))
+        self.metrics.renders.inc(len(ready))
+        for i, (request, _) in enumerate(ready):
+            encode_start = time.monotonic()
+            fmt = "jpeg" if request.preview else "png"
+            buffer = io.BytesIO()
+            if fmt == "png":
+                Image.fromarray(pixels[i]).save(buffer, format="PNG", compress_level=1)
+            else:
+                Image.fromarray(pixels[i]).save(buffer, format="JPEG", quality=85)
+            data = buffer.getvalue()
+            timings = {
+                "queue_ms": round((started - request.enqueued) * 1000, 3),
+                "compute_ms": round(compute * 1000, 3),
+                "encode_ms": round((time.monotonic() - encode_start) * 1000, 3),
+            }
+            self.metrics.latency.labels(stage="queue").observe(timings["queue_ms"] / 1000)
+            self.metrics.latency.labels(stage="compute").observe(compute)
+            request.state = "done"
+            self._resolve(request, RenderResult(data, fmt, pixels.shape[2], pixels.shape[1], timings, len(ready)))
+
+    def _finish_error(self, request: RenderRequest, error: RenderError) -> None:
+        request.state = "done"
+        self.metrics.errors.labels(code=error.code).inc()
+        self._resolve(request, error=error)
+
+    def _features(self, model: LoadedModel, layer: str, requests: list[RenderRequest]) -> torch.Tensor:
+        generator = model.generator
+        out: list[torch.Tensor | None] = []
+        missing: list[int] = []
+        for i, request in enumerate(requests):
+            sample = request.recipe.sample
+            cached = self.cache.get((model.id, layer, sample)) if sample is not None else None
+            if cached is not None:
+                self.metrics.cache.labels(result="hit").inc()
+            elif sample is not None:
+                self.metrics.cache.labels(result="miss").inc()
+                missing.append(i)
+            else:
+                missing.append(i)
+            out.append(cached)
+        if missing:
+            zs = []
+            for i in missing:
+                recipe = requests[i].recipe
+                if recipe.sample is not None:
+                    zs.append(z_tensor([recipe.sample], generator.z_dim, device=self.catalog.device))
+                else:
+                    zs.append(torch.tensor([recipe.z], dtype=torch.float32, device=self.catalog.device))
+            computed = generator.forward_to(layer, torch.cat(zs))
+            for j, i in enumerate(missing):
+                out[i] = computed[j]
+                sample = requests[i].recipe.sample
+                if sample is not None:
+                    self.cache.put((model.id, layer, sample), computed[j])
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def _strokes(self, request: RenderRequest, layer: str) -> list[Stroke]:
+        """Recipe strokes -> intervention strokes (units ranked by the brush's table)."""
+        recipe, model = request.recipe, request.model
+        generator = model.generator
+        if layer not in generator.layer_names or layer.startswith("output"):
+            raise RenderError(f"model {model.id!r} has no editable layer {layer!r}", "unknown_layer", 422)
+        if recipe.z is not None and len(recipe.z) != generator.z_dim:
+            raise RenderError(f"z must have {generator.z_dim} values for model {model.id!r}", "bad_z", 422)
+        channels = generator.layer_shape(layer)[0]
+        table = self.catalog.table(model, layer)
+        strokes: list[Stroke] = []
+        levels: Any = None
+        for spec in recipe.strokes:
+            mask = spec.mask.to_tensor()
+            if spec.action == "erase":
+                strokes.append(Stroke((), (), "erase", mask, spec.mask.soft))
+                continue
+            if spec.brush is not None:
+                if table is None:
+                    raise RenderError(f"brushes of {model.id}/{layer} are not ready yet", "tables_not_ready", 503)
+                try:
+                    ranking = table.concept_ranking(spec.brush)
+                except KeyError:
+                    raise RenderError(f"unknown brush {spec.brush!r}", "unknown_brush", 422) from None
+                units, values = brush_units(ranking, table.q99, spec.strength, channels)
+            else:
+                bad = [u for u in spec.units or [] if u >= channels]
+                if bad:
+                    raise RenderError(f"units {bad[:5]} out of range: {layer} has {channels} units", "bad_units", 422)
+                if levels is None:
+                    levels = table.q99 if table is not None else self.catalog.fallback_levels(model, layer).cpu().numpy()
+                units = tuple(spec.units or ())
+                values = tuple(float(levels[u]) * (0.5 + spec.strength) for u in units)
+            strokes.append(Stroke(units, values if spec.action == "add" else (), spec.action, mask, spec.mask.soft))
+        return strokes

@@ -1,0 +1,58 @@
+"""Server settings from the environment (prefix ``GANPAINT_``) and command-line flags; no globals.
+
+Every value has a safe default: bind to 127.0.0.1, websocket Origin allow-list of the server's own
+address, CORS off, bounded queue, message and body sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANPAINT_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    default_model: str = "world64"
+    zoo_dir: Path | None = None
+    """Where zoo models live (default: the zoo shipped in the package)."""
+    models_dir: Path | None = None
+    """Operator directory of extra generator checkpoints (.pth / .safetensors), one model per file."""
+    segmenter: str | None = "world64/segmenter"
+    """Segmenter used to dissect extra models: zoo id or ``package.module:factory``; empty = none."""
+    cache_dir: Path = Path.home() / ".cache" / "ganpaint"
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1, le=256)
+
+    token: SecretStr | None = None
+    """When set, websocket clients must send it (``Sec-WebSocket-Protocol: ganpaint.v1, token.<value>``)
+    and REST clients as ``Authorization: Bearer <value>``."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Websocket Origin allow-list; empty means the server's own http://host:port (and localhost)."""
+    cors_origins: list[str] = Field(default_factory=list)
+
+    queue_size: int = Field(64, ge=1, le=10_000)
+    max_batch: int = Field(8, ge=1, le=256)
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    deadline_s: float = Field(10.0, gt=0, le=600)
+    feature_cache_items: int = Field(512, ge=0, le=1_000_000)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    ws_max_bytes: int = Field(1 << 20, ge=1024)
+
+    dissect_samples: int = Field(2000, ge=10, le=100_000)
+    causal_samples: int = Field(64, ge=0, le=10_000)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Exact match against the allow-list (non-browser clients without Origin pass)."""
+        if origin is None:
+            return True
+        allowed = self.allowed_origins or [
+            f"http://{self.host}:{self.port}", f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}",
+        ]
+        return origin in allowed

@@ -1,0 +1,245 @@
+"""The server in-process (TestClient): REST, websocket protocol v1, latest-wins, errors, safety."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from starlette.websockets import WebSocketDisconnect
+
+from server.app import create_app
+from server.schemas import MaskSpec
+from server.settings import Settings
+
+ORIGIN = {"origin": "http://127.0.0.1:8000"}
+
+
+def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
+    values = {"zoo_dir": tiny_zoo, "default_model": "tiny", "segmenter": "tiny/segmenter", "cache_dir": tmp / "cache",
+              "dissect_samples": 40, "causal_samples": 4, "device": "cpu", **extra}
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    app = create_app(make_settings(tiny_zoo, tmp_path_factory.mktemp("server")))
+    with TestClient(app) as test_client:
+        app.state.ganpaint.catalog.wait(60)
+        yield test_client
+
+
+def left_half_mask(size: int = 16) -> dict:
+    mask = np.zeros((size, size), bool)
+    mask[:, : size // 2] = True
+    return MaskSpec.from_array(mask).model_dump()
+
+
+def png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def recipe(strokes: list | None = None, sample: int = 3) -> dict:
+    return {"v": 1, "model": "tiny", "sample": sample, "strokes": strokes or []}
+
+
+def test_health_and_models(client: TestClient) -> None:
+    assert client.get("/livez").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"][0]["tables"]["layer4"]["status"] == "ready"
+    models = client.get("/api/models").json()
+    assert models[0]["id"] == "tiny" and models[0]["default"] is True
+    layers = client.get("/api/models/tiny").json()["layers"]
+    assert {"name": "layer4", "shape": [16, 8, 8]} in layers
+    page = client.get("/api/models/tiny/samples", params={"offset": 10, "limit": 4}).json()
+    assert page["ids"] == [10, 11, 12, 13]
+    rand = client.get("/api/models/tiny/samples", params={"random": True, "seed": 5, "limit": 8}).json()["ids"]
+    assert rand == client.get("/api/models/tiny/samples", params={"random": True, "seed": 5, "limit": 8}).json()["ids"]
+
+
+def test_sample_png_is_the_generator_output(client: TestClient) -> None:
+    from models.imaging import to_uint8
+    from models.samples import z_tensor
+    from models.zoo import load_model
+
+    response = client.get("/api/models/tiny/samples/3.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    generator = client.app.state.ganpaint.catalog.get("tiny").generator
+    import torch
+
+    with torch.no_grad():
+        expected = to_uint8(generator(z_tensor([3], generator.z_dim)))[0]
+    assert np.array_equal(png(response.content), expected.astype(int))
+    assert load_model  # imported for symmetry with the zoo path
+
+
+def test_render_add_changes_the_painted_region_and_undo_restores(client: TestClient) -> None:
+    original = client.post("/api/render", json=recipe()).content
+    stroke = {"brush": "tree", "action": "add", "strength": 1.0, "mask": left_half_mask()}
+    edited = client.post("/api/render", json=recipe([stroke]))
+    assert edited.status_code == 200
+    diff = np.abs(png(edited.content) - png(original)).sum(-1)
+    inside, outside = diff[:, :6].mean(), diff[:, 11:].mean()
+    assert inside > 5 and inside > 4 * outside
+    assert client.post("/api/render", json=recipe()).content == original  # undo = recipe without the stroke
+
+
+def test_dissection_endpoints(client: TestClient) -> None:
+    table = client.get("/api/models/tiny/layers/layer4/dissection").json()
+    assert table["version"] == 1 and len(table["units"]) == 16 and "tree" in table["concepts"]
+    unit = client.get("/api/models/tiny/layers/layer4/units/2").json()
+    assert unit["unit"] == 2 and len(unit["top_images"]) > 0
+    strip = client.get("/api/models/tiny/layers/layer4/units/2/top.png", params={"count": 3})
+    assert Image.open(io.BytesIO(strip.content)).size == (48, 16)
+    brushes = client.get("/api/models/tiny/layers/layer4/brushes").json()
+    assert brushes["units"] == 16 and all(len(b["units"]) == len(b["levels"]) for b in brushes["brushes"])
+    active = client.get("/api/models/tiny/layers/layer4/active", params={"sample": 3, "x": 5, "y": 9}).json()
+    assert active["cell"] == [4, 2] and len(active["units"]) == 16
+    rel = [u["relative"] for u in active["units"]]
+    assert rel == sorted(rel, reverse=True)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
+    ("get", "/api/models/nope", None, 404, "unknown_model"),
+    ("get", "/api/models/..%2F..%2Fetc", None, 404, None),
+    ("get", "/api/models/tiny/layers/layer99/dissection", None, 404, "unknown_layer"),
+    ("get", "/api/models/tiny/layers/layer4/units/999", None, 404, "unknown_unit"),
+    ("get", "/api/models/tiny/samples/-1.png", None, 422, "invalid_request"),
+    ("post", "/api/render", {"v": 1, "model": "tiny", "sample": "3"}, 422, "invalid_request"),
+    ("post", "/api/render", {"v": 1, "model": "tiny", "sample": 3, "extra": 1}, 422, "invalid_request"),
+    ("post", "/api/render", {"v": 1, "model": "tiny", "sample": 3, "z": [0.0]}, 422, "invalid_request"),
+    ("post", "/api/render", {"v": 1, "model": "../../x", "sample": 3}, 422, "invalid_request"),
+    ("post", "/api/render", recipe([{"brush": "dragon", "mask": left_half_mask()}]), 422, "unknown_brush"),
+    ("post", "/api/render", recipe([{"units": [99], "mask": left_half_mask()}]), 422, "bad_units"),
+    ("post", "/api/render", recipe([{"brush": "tree", "mask": {"width": 16, "height": 16, "data": "AAAA"}}]), 422,
+     "invalid_request"),
+])
+def test_bad_requests_get_documented_errors(client: TestClient, method: str, path: str, body: dict | None,
+                                            status: int, code: str | None) -> None:
+    response = getattr(client, method)(path, **({"json": body} if body is not None else {}))
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"]["code"] == code
+    assert client.get("/livez").status_code == 200
+
+
+def test_malformed_json_and_oversize_body(client: TestClient) -> None:
+    bad = client.post("/api/render", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+    huge = client.post("/api/render", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_websocket_paint_protocol(client: TestClient) -> None:
+    with client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+        ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
+        header = json.loads(ws.receive_text())
+        image = ws.receive_bytes()
+        assert header["type"] == "image" and header["seq"] == 1 and header["format"] == "png"
+        assert header["bytes"] == len(image) and header["width"] == 16
+        assert image == client.get("/api/models/tiny/samples/3.png").content
+        # errors keep the connection open
+        ws.send_text("{nope")
+        assert json.loads(ws.receive_text())["code"] == "bad_json"
+        ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 2, "recipe": recipe([{"brush": "dragon",
+                                 "mask": left_half_mask()}])}))
+        error = json.loads(ws.receive_text())
+        assert error == {"type": "error", "seq": 2, "code": "unknown_brush", "message": "unknown brush 'dragon'"}
+        ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 3, "recipe": {"model": "tiny"}}))
+        assert json.loads(ws.receive_text())["code"] == "invalid_message"
+        ws.send_bytes(b"\x00\x01")
+        assert json.loads(ws.receive_text())["code"] == "unsupported"
+        ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 4, "recipe": {**recipe(), "model": "nope"}}))
+        assert json.loads(ws.receive_text())["code"] == "unknown_model"
+        ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 5, "preview": True, "recipe": recipe()}))
+        header = json.loads(ws.receive_text())
+        assert header["seq"] == 5 and header["format"] == "jpeg"
+        assert ws.receive_bytes()[:2] == b"\xff\xd8"
+
+
+def test_latest_wins_on_one_connection(client: TestClient) -> None:
+    executor = client.app.state.ganpaint.executor
+    before = executor.renders
+    stroke = {"brush": "tree", "action": "add", "mask": left_half_mask()}
+    with client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+        for seq in range(20):
+            strength = seq / 19
+            ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": seq,
+                                     "recipe": recipe([{**stroke, "strength": strength}])}))
+        answers = []
+        while not answers or answers[-1][0]["seq"] != 19:
+            header = json.loads(ws.receive_text())
+            answers.append((header, ws.receive_bytes()))
+    renders = executor.renders - before
+    assert renders < 20 and len(answers) == renders
+    last = client.post("/api/render", json=recipe([{**stroke, "strength": 1.0}])).content
+    assert answers[-1][1] == last
+
+
+def test_bad_origin_is_refused(client: TestClient) -> None:
+    with pytest.raises(WebSocketDisconnect) as exc:
+        with client.websocket_connect("/ws/paint", headers={"origin": "http://evil.example"}) as ws:
+            ws.receive_text()
+    assert exc.value.code == 1008
+    assert client.get("/livez").status_code == 200
+
+
+def test_metrics_expose_painting(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    for name in ("ganpaint_ws_edit_latency_seconds_bucket", "ganpaint_queue_depth", "ganpaint_batch_size_bucket",
+                 "ganpaint_edits_dropped_total", "ganpaint_ws_connections"):
+        assert name in text
+
+
+def test_token_protects_rest_and_websocket(tiny_zoo: Path, tmp_path: Path) -> None:
+    app = create_app(make_settings(tiny_zoo, tmp_path, token="s3cret", causal_samples=0))
+    with TestClient(app) as c:
+        assert c.get("/api/models").status_code == 401
+        assert c.get("/api/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/livez").status_code == 200
+        with pytest.raises(WebSocketDisconnect) as exc:
+            with c.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+                ws.receive_text()
+        assert exc.value.code == 1008
+        with c.websocket_connect("/ws/paint", headers=ORIGIN, subprotocols=["ganpaint.v1", "token.s3cret"]) as ws:
+            ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
+            assert json.loads(ws.receive_text())["type"] == "image"
+
+
+def test_executor_failure_hits_one_request_only(client: TestClient) -> None:
+    executor = client.app.state.ganpaint.executor
+
+    def fail_sample_7(request) -> None:  # noqa: ANN001
+        if request.recipe.sample == 7:
+            raise RuntimeError("injected fault")
+
+    executor.fail_next = fail_sample_7
+    try:
+        assert client.post("/api/render", json=recipe(sample=7)).status_code == 500
+        assert client.post("/api/render", json=recipe(sample=8)).status_code == 200
+    finally:
+        executor.fail_next = None
+
+
+def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
+    app = create_app(make_settings(tiny_zoo, tmp_path, queue_size=1, causal_samples=0))
+    with TestClient(app) as c:
+        executor = app.state.ganpaint.executor
+        gate = __import__("threading").Event()
+        executor.fail_next = lambda request: gate.wait(5)
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(c.post, "/api/render", json=recipe(sample=i)) for i in range(4)]
+            time.sleep(1.0)
+            gate.set()
+            statuses = sorted(f.result().status_code for f in futures)
+        executor.fail_next = None
+        assert 503 in statuses and 200 in statuses
+        busy = next(f.result() for f in futures if f.result().status_code == 503)
+        assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"

@@ -1,0 +1,129 @@
+"""Against a real uvicorn on 127.0.0.1: painting over a real websocket, frame limits, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from server.schemas import MaskSpec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    port = free_port()
+    env = {**os.environ, "GANPAINT_ZOO_DIR": str(tiny_zoo), "GANPAINT_DEFAULT_MODEL": "tiny",
+           "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("live")),
+           "GANPAINT_DISSECT_SAMPLES": "40", "GANPAINT_CAUSAL_SAMPLES": "4", "GANPAINT_WS_MAX_BYTES": "65536",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
+                             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            ready = httpx.get(f"{base}/readyz", timeout=2)
+            if ready.status_code == 200 and ready.json()["models"][0]["tables"].get("layer4", {}).get("status") == "ready":
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read().decode())
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not become ready")
+    yield {"base": base, "ws": f"ws://127.0.0.1:{port}/ws/paint", "port": port, "proc": proc}
+    if proc.poll() is None:
+        proc.kill()
+
+
+def edit(seq: int, strokes: list | None = None) -> str:
+    return json.dumps({"v": 1, "type": "edit", "seq": seq, "recipe": {"v": 1, "model": "tiny", "sample": 3,
+                                                                       "strokes": strokes or []}})
+
+
+def test_paint_over_a_real_websocket(live_server: dict) -> None:
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+
+    async def session() -> tuple[bytes, bytes, bytes]:
+        origin = f"http://127.0.0.1:{live_server['port']}"
+        async with websockets.connect(live_server["ws"], origin=origin) as ws:
+            await ws.send(edit(1))
+            assert json.loads(await ws.recv())["seq"] == 1
+            original = await ws.recv()
+            await ws.send(edit(2, [{"brush": "tree", "strength": 1.0, "mask": MaskSpec.from_array(mask).model_dump()}]))
+            assert json.loads(await ws.recv())["seq"] == 2
+            painted = await ws.recv()
+            await ws.send(edit(3))
+            assert json.loads(await ws.recv())["seq"] == 3
+            undone = await ws.recv()
+            return original, painted, undone
+
+    original, painted, undone = asyncio.run(session())
+    assert painted != original and undone == original
+    assert httpx.get(f"{live_server['base']}/api/models/tiny/samples/3.png").content == original
+
+
+def test_oversize_frame_closes_with_1009_and_server_survives(live_server: dict) -> None:
+    async def session() -> int | None:
+        origin = f"http://127.0.0.1:{live_server['port']}"
+        async with websockets.connect(live_server["ws"], origin=origin, max_size=None) as ws:
+            await ws.send("x" * 200_000)
+            try:
+                await ws.recv()
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    assert asyncio.run(session()) == 1009
+    assert httpx.get(f"{live_server['base']}/livez").status_code == 200
+
+
+def test_bad_origin_real_server(live_server: dict) -> None:
+    async def session() -> None:
+        async with websockets.connect(live_server["ws"], origin="http://evil.example") as ws:
+            await ws.recv()
+
+    with pytest.raises((websockets.ConnectionClosed, websockets.InvalidStatus)):
+        asyncio.run(session())
+
+
+def test_sigterm_closes_clients_and_exits(live_server: dict) -> None:
+    async def session() -> int | None:
+        origin = f"http://127.0.0.1:{live_server['port']}"
+        async with websockets.connect(live_server["ws"], origin=origin) as ws:
+            await ws.send(edit(1))
+            await ws.recv()
+            await ws.recv()
+            live_server["proc"].send_signal(signal.SIGTERM)
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 15)
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+
+    code = asyncio.run(session())
+    assert code in (1001, 1012)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says how it ended
+    assert live_server["proc"].wait(20) in (0, -signal.SIGTERM)
+    output = live_server["proc"].stdout.read().decode()
+    assert "Traceback" not in output
