@@ -1,0 +1,164 @@
+"""Edit round-trip latency over a real websocket, against a baseline that serves like the original.
+
+    python bench/serve_latency.py [--painters 1 8 32] [--seconds 8] [--model world64]
+
+Starts ``ganpaint serve`` on 127.0.0.1 (a free port) and, in the same run, a baseline server that
+does per edit what the original GANPaint server did: a full forward pass of the whole stroke stack
+under one lock, answered as JSON with a base64 JPEG over HTTP POST. Each painter sends its next
+edit as soon as the previous answer arrives (a stroke that grows), for a fixed time. Loopback only,
+bounded in time. Prints one JSON document: p50/p95/p99 round trip, edits/s and errors per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.schemas import MaskSpec  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            response = httpx.get(url, timeout=2)
+            body = response.json()
+            tables = body.get("models", [{}])[0].get("tables", {}) if "models" in body else {"x": {"status": "ready"}}
+            if response.status_code == 200 and all(t["status"] == "ready" for t in tables.values()):
+                return
+        except (httpx.HTTPError, ValueError, IndexError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server not ready in time")
+
+
+def recipe(model: str, size: int, sample: int, step: int, brush: str) -> dict:
+    """A stroke that grows with ``step`` (like a drag), on a sample."""
+    mask = np.zeros((size, size), bool)
+    extent = 4 + (step * 3) % (size - 8)
+    mask[size // 4: size // 4 + extent, size // 4: size // 4 + extent] = True
+    return {"v": 1, "model": model, "sample": sample,
+            "strokes": [{"brush": brush, "action": "add", "strength": 0.5, "mask": MaskSpec.from_array(mask).model_dump()}]}
+
+
+async def ws_painter(url: str, origin: str, model: str, size: int, painter: int, stop: float, brush: str,
+                     latencies: list[float], errors: list[str]) -> None:
+    async with websockets.connect(url, origin=origin, max_size=None) as ws:
+        seq = 0
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq,
+                                      "recipe": recipe(model, size, 100 + painter, seq, brush)}))
+            header = json.loads(await ws.recv())
+            if header["type"] == "error":
+                errors.append(header["code"])
+            else:
+                await ws.recv()
+                latencies.append(time.perf_counter() - start)
+            seq += 1
+
+
+async def http_painter(url: str, model: str, size: int, painter: int, stop: float, brush: str,
+                       latencies: list[float], errors: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        seq = 0
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            response = await client.post(url, json=recipe(model, size, 100 + painter, seq, brush))
+            if response.status_code == 200 and response.json()["d"].startswith("data:image/jpeg;base64,"):
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors.append(str(response.status_code))
+            seq += 1
+
+
+def summarize(latencies: list[float], errors: list[str], seconds: float) -> dict:
+    ms = sorted(x * 1000 for x in latencies)
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2) if ms else None  # noqa: E731
+    return {"edits": len(ms), "edits_per_second": round(len(ms) / seconds, 2), "p50_ms": pick(0.5),
+            "p95_ms": pick(0.95), "p99_ms": pick(0.99), "mean_ms": round(statistics.mean(ms), 2) if ms else None,
+            "errors": len(errors), "error_codes": sorted(set(errors))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--painters", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--model", default="world64")
+    parser.add_argument("--brush", default="tree")
+    parser.add_argument("--zoo-dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GANPAINT_DEFAULT_MODEL": args.model}
+    if args.zoo_dir:
+        env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
+    port, base_port = free_port(), free_port()
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    baseline = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
+                                 "--model", args.model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []),
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        wait_ready(f"http://127.0.0.1:{base_port}/ready", baseline)
+        size = httpx.get(f"http://127.0.0.1:{port}/api/models/{args.model}").json()["resolution"]
+        results: dict = {"ganpaint_ws": {}, "baseline_http_jpeg": {}}
+        for n in args.painters:
+            for name, factory in (
+                ("ganpaint_ws", lambda i, stop, lat, err: ws_painter(
+                    f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model, size, i, stop,
+                    args.brush, lat, err)),
+                ("baseline_http_jpeg", lambda i, stop, lat, err: http_painter(
+                    f"http://127.0.0.1:{base_port}/api/generate", args.model, size, i, stop, args.brush, lat, err)),
+            ):
+                latencies: list[float] = []
+                errors: list[str] = []
+
+                async def run_all() -> None:
+                    stop = time.monotonic() + args.seconds
+                    await asyncio.gather(*(factory(i, stop, latencies, errors) for i in range(n)))
+
+                started = time.monotonic()
+                asyncio.run(run_all())
+                results[name][str(n)] = summarize(latencies, errors, time.monotonic() - started)
+        speedup = {n: round(results["ganpaint_ws"][n]["edits_per_second"]
+                            / max(results["baseline_http_jpeg"][n]["edits_per_second"], 1e-9), 2)
+                   for n in results["ganpaint_ws"]}
+        print(json.dumps({"benchmark": "serve_latency", "model": args.model, "image_size": size,
+                          "seconds_per_setting": args.seconds, "threads": args.threads, "results": results,
+                          "throughput_ratio_vs_baseline": speedup}, indent=2))
+    finally:
+        for proc in (server, baseline):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
