@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import dissection, health, models, paint
+from server.api import dissection, health, models, pages, paint
 from server.api.errors import ApiError, error_body
 from server.catalog import Catalog
 from server.devices import resolve_device
@@ -30,7 +28,6 @@ from server.settings import Settings
 __all__ = ["create_app", "AppState"]
 
 log = logging.getLogger("ganpaint")
-FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
 
 
 class AppState:
@@ -100,8 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(dissection.router)
     app.include_router(paint.router)
-    if FRONTEND_DIR.is_dir():
-        from fastapi.staticfiles import StaticFiles
+    app.include_router(pages.router)
+    from fastapi.staticfiles import StaticFiles
 
-        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    app.mount("/static", StaticFiles(directory=pages.FRONTEND_DIR), name="static")
     return app

@@ -1,0 +1,56 @@
+// REST helpers: JSON and image requests with the optional bearer token and one error shape.
+
+export function token() {
+  return sessionStorage.getItem("ganpaint-token") || "";
+}
+
+function headers(extra = {}) {
+  const h = { ...extra };
+  if (token()) h.Authorization = `Bearer ${token()}`;
+  return h;
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function check(response) {
+  if (response.ok) return response;
+  let code = "http_" + response.status;
+  let message = response.statusText;
+  try {
+    const body = await response.json();
+    code = body.error.code;
+    message = body.error.message;
+  } catch (_) { /* not JSON */ }
+  throw new ApiError(response.status, code, message);
+}
+
+export async function getJSON(path) {
+  const response = await fetch(path, { headers: headers() });
+  return (await check(response)).json();
+}
+
+export async function postJSON(path, body) {
+  const response = await fetch(path, {
+    method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body),
+  });
+  return check(response);
+}
+
+export const models = () => getJSON("/api/models");
+export const model = (id) => getJSON(`/api/models/${encodeURIComponent(id)}`);
+export const brushes = (id, layer) => getJSON(`/api/models/${encodeURIComponent(id)}/layers/${layer}/brushes`);
+export const dissection = (id, layer) => getJSON(`/api/models/${encodeURIComponent(id)}/layers/${layer}/dissection`);
+export const samplePage = (id, params) =>
+  getJSON(`/api/models/${encodeURIComponent(id)}/samples?` + new URLSearchParams(params));
+export const sampleUrl = (id, sample) => `/api/models/${encodeURIComponent(id)}/samples/${sample}.png`;
+export const unitStripUrl = (id, layer, unit, count = 6) =>
+  `/api/models/${encodeURIComponent(id)}/layers/${layer}/units/${unit}/top.png?count=${count}`;
+export async function renderPng(recipe) {
+  return (await postJSON("/api/render", recipe)).blob();
+}

@@ -1,0 +1,262 @@
+"""The painter and unit browser in Debian's Chromium against a real server on 127.0.0.1.
+
+Runs on the embedded zoo model (world64) when it is installed, else on the tiny test zoo (then the
+lamp test, which needs the world's concepts, is skipped).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.zoo import list_zoo
+from tests.test_server_live import free_port
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed"),
+]
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"), "args": ARGS}
+
+
+@pytest.fixture(scope="module")
+def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    world = "world64" in list_zoo()
+    port = free_port()
+    env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2"}
+    if not world:
+        env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
+                   GANPAINT_DISSECT_SAMPLES="40", GANPAINT_CAUSAL_SAMPLES="4")
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            ready = httpx.get(f"{base}/readyz", timeout=2)
+            if ready.status_code == 200 and all(t["status"] == "ready" for t in ready.json()["models"][0]["tables"].values()):
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.5)
+    model = "world64" if world else "tiny"
+    info = httpx.get(f"{base}/api/models/{model}").json()
+    yield {"base": base, "model": model, "world": world, "resolution": info["resolution"]}
+    proc.terminate()
+    proc.wait(20)
+
+
+def open_painter(page, server: dict, path: str = "/"):  # noqa: ANN001, ANN201
+    page.goto(server["base"] + path)
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    wait_png(page, 0)
+    return page
+
+
+def shown_seq(page) -> int:  # noqa: ANN001
+    return int(page.eval_on_selector("#image", "c => Number(c.dataset.seq || -1)"))
+
+
+def wait_png(page, after: int) -> int:  # noqa: ANN001
+    """Wait for a final (PNG) image newer than seq ``after``; returns its seq."""
+    page.wait_for_function(
+        "after => { const c = document.getElementById('image'); return c.dataset.format === 'png' && "
+        "Number(c.dataset.seq) > after && Number(c.dataset.seq) >= Number(c.dataset.requested || 0); }",
+        arg=after, timeout=20_000)
+    return shown_seq(page)
+
+
+def pixels(page) -> np.ndarray:  # noqa: ANN001
+    data = page.evaluate("() => { const c = document.getElementById('image');"
+                         " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }")
+    side = int(round((len(data) / 4) ** 0.5))
+    return np.array(data, dtype=np.int32).reshape(side, side, 4)[..., :3]
+
+
+def drag(page, x0: float, y0: float, x1: float, y1: float) -> None:  # noqa: ANN001
+    """Drag between fractions of the canvas."""
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=12)
+    page.mouse.up()
+
+
+def choose_brush(page, server: dict) -> None:  # noqa: ANN001
+    if server["world"]:
+        page.get_by_role("button", name="brush tree").click()
+    else:  # the tiny model has no detector units: paint with units, as from the unit browser
+        page.goto(server["base"] + f"/?model=tiny&units=0,1,2,3&name=test")
+        page.wait_for_selector("body[data-ready=true]")
+        wait_png(page, 0)
+
+
+def test_paint_undo_redo(page, app_server: dict) -> None:  # noqa: ANN001
+    open_painter(page, app_server)
+    choose_brush(page, app_server)
+    page.locator("#strength").fill("100")
+    original = pixels(page)
+    seq = shown_seq(page)
+    drag(page, 0.1, 0.75, 0.4, 0.9)
+    seq = wait_png(page, seq)
+    edited = pixels(page)
+    size = original.shape[0]
+    diff = np.abs(edited - original).sum(-1)
+    inside = diff[int(0.7 * size):int(0.95 * size), int(0.05 * size):int(0.45 * size)].mean()
+    outside = diff[: int(0.3 * size), int(0.6 * size):].mean()
+    assert inside > 10 and inside > 3 * outside
+    assert page.locator("#history li").count() == 1
+    page.keyboard.press("Control+z")
+    seq = wait_png(page, seq)
+    assert np.array_equal(pixels(page), original)
+    page.keyboard.press("Control+Shift+z")
+    seq = wait_png(page, seq)
+    assert np.array_equal(pixels(page), edited)
+    # toggling the stroke in the history off restores the original, on again the edit
+    page.locator("#history li .name").first.click()
+    seq = wait_png(page, seq)
+    assert np.array_equal(pixels(page), original)
+
+
+def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
+    open_painter(page, app_server)
+    start = int(page.locator("#brush-size").input_value())
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for _ in range(3):
+        page.keyboard.press("]")
+    assert int(page.locator("#brush-size").input_value()) == start + 3
+    page.keyboard.press("[")
+    assert int(page.locator("#brush-size").input_value()) == start + 2
+    assert page.locator("#brush-size-value").inner_text() == f"{start + 2} px"
+
+
+def test_download_and_shared_url(page, context, app_server: dict) -> None:  # noqa: ANN001
+    open_painter(page, app_server)
+    choose_brush(page, app_server)
+    seq = shown_seq(page)
+    drag(page, 0.2, 0.6, 0.5, 0.8)
+    wait_png(page, seq)
+    edited = pixels(page)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="download PNG").click()
+    data = Path(info.value.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int32), edited)
+    url = page.url
+    assert "#r=" in url
+    other = context.new_page()
+    open_painter(other, app_server, url.split(app_server["base"], 1)[1])
+    assert np.array_equal(pixels(other), edited)
+    assert other.locator("#history li").count() == 1
+
+
+def test_reconnect_after_the_socket_dies(page, app_server: dict) -> None:  # noqa: ANN001
+    open_painter(page, app_server)
+    choose_brush(page, app_server)
+    page.evaluate("() => window.ganpaintSocket.dropConnection()")
+    page.wait_for_function("() => document.getElementById('banner').textContent.includes('disconnected')", timeout=5000)
+    page.wait_for_function("() => !document.getElementById('banner').textContent.includes('disconnected')", timeout=15000)
+    seq = shown_seq(page)
+    drag(page, 0.1, 0.7, 0.3, 0.9)
+    wait_png(page, seq)
+    assert page.locator("#history li").count() == 1
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_viewports(browser, app_server: dict, viewport: tuple[int, int]) -> None:  # noqa: ANN001
+    touch = viewport[0] < 500
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=touch, is_mobile=touch)
+    page = context.new_page()
+    open_painter(page, app_server)
+    choose_brush(page, app_server)
+    box = page.locator("#overlay").bounding_box()
+    assert box["width"] >= min(300, viewport[0] - 40) and box["x"] >= 0 and box["x"] + box["width"] <= viewport[0]
+    seq = shown_seq(page)
+    if touch:
+        page.locator("#overlay").scroll_into_view_if_needed()
+        box = page.locator("#overlay").bounding_box()
+        page.touchscreen.tap(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.8)
+    else:
+        drag(page, 0.2, 0.7, 0.3, 0.8)
+    wait_png(page, seq)
+    assert page.locator("#history li").count() == 1
+    context.close()
+
+
+def test_remove_a_lamp(page, app_server: dict) -> None:  # noqa: ANN001
+    if not app_server["world"]:
+        pytest.skip("needs the world64 zoo model (lamps)")
+    from dissect_core.segmenters import load_segmenter
+    from models.samples import z_tensor
+    from models.world.labels import label_id
+    from models.zoo import load_model
+
+    generator, segmenter = load_model("world64"), load_segmenter("world64/segmenter")
+    lamp = label_id("lamp")
+    with torch.no_grad():
+        labels = segmenter(generator(z_tensor(range(200), generator.z_dim)).clamp(-1, 1))[:, 0]
+    counts = (labels == lamp).flatten(1).sum(1)
+    sample = int(counts.argmax())
+    ys, xs = np.nonzero(labels[sample].numpy() == lamp)
+    size = labels.shape[-1]
+    open_painter(page, app_server)
+    page.locator("#goto-id").fill(str(sample))
+    page.get_by_role("button", name="go to sample id").click()
+    seq = wait_png(page, shown_seq(page))
+    page.get_by_role("button", name="brush lamp").click()
+    page.get_by_role("button", name="remove (R)").click()
+    page.locator("#strength").fill("100")
+    page.locator("#brush-size").fill("40")
+    x0, x1 = (xs.min() - 2) / size, (xs.max() + 2) / size
+    y0, y1 = (ys.min() - 2) / size, (ys.max() + 2) / size
+    drag(page, max(x0, 0.01), max(y0, 0.01), min(x1, 0.99), min(y1, 0.99))
+    wait_png(page, seq)
+    after = torch.from_numpy(pixels(page)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        remaining = int((segmenter(after)[:, 0] == lamp).sum())
+    assert remaining < 0.5 * int(counts[sample]), (remaining, int(counts[sample]))
+
+
+def test_unit_browser(page, app_server: dict) -> None:  # noqa: ANN001
+    page.goto(app_server["base"] + "/units")
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    rows = page.locator("#rows tr")
+    assert rows.count() > 0
+    ious = [float(v) for v in page.locator("#rows tr td:nth-child(5)").all_inner_texts()]
+    assert ious == sorted(ious, reverse=True)
+    page.get_by_role("button", name="unit", exact=True).click()
+    units = [int(v) for v in page.locator("#rows tr td:nth-child(2)").all_inner_texts()]
+    assert units == sorted(units, reverse=True) or units == sorted(units)
+    label = page.locator("#rows tr td:nth-child(3)").first.inner_text()
+    page.get_by_label("filter by label").fill(label)
+    assert all(label in t for t in page.locator("#rows tr td:nth-child(3)").all_inner_texts())
+    # top image strips load
+    page.wait_for_function("() => { const i = document.querySelector('#rows img'); return i && i.complete && i.naturalWidth > 0; }")
+    # save a custom brush and find it in the painter
+    page.locator("#rows input[type=checkbox]").first.check()
+    page.get_by_label("custom brush name").fill("my units")
+    page.get_by_role("button", name="save selected units as a brush").click()
+    page.get_by_role("link", name="Painter").click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.get_by_role("button", name="brush my units").count() == 1
+    assert json.loads(page.evaluate("() => localStorage.getItem('ganpaint-custom-brushes')"))[0]["name"] == "my units"
