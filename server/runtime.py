@@ -394,6 +394,10 @@ class InferenceExecutor:
                 continue
             if spec.brush is not None:
                 if table is None:
+                    status = self.catalog.ensure_table(model, layer).status
+                    if status in ("unavailable", "failed"):
+                        raise RenderError(f"{model.id}/{layer} has no dissection table, so no brushes; paint with "
+                                          "explicit units", "no_brushes", 422)
                     raise RenderError(f"brushes of {model.id}/{layer} are not ready yet", "tables_not_ready", 503)
                 try:
                     ranking = table.concept_ranking(spec.brush)

@@ -243,3 +243,37 @@ def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
         assert 503 in statuses and 200 in statuses
         busy = next(f.result() for f in futures if f.result().status_code == 503)
         assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"
+
+
+def test_operator_models_dir_paints_with_explicit_units(tiny_zoo: Path, tmp_path: Path) -> None:
+    import torch
+
+    from models.checkpoints import save_weights
+    from models.proggan import ProgressiveGenerator
+    from tests.conftest import released_state_dict
+
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    torch.save(released_state_dict([16, 16, 16, 8, 8], seed=2), models_dir / "Church_LSUN.pth")
+    save_weights(ProgressiveGenerator([8, 8, 8]).state_dict(), models_dir / "small.safetensors")
+    (models_dir / "notes.txt").write_text("ignored")
+    app = create_app(make_settings(tiny_zoo, tmp_path, models_dir=models_dir, segmenter=None, causal_samples=0))
+    with TestClient(app) as c:
+        ids = [m["id"] for m in c.get("/api/models").json()]
+        assert ids == ["tiny", "church_lsun", "small"]
+        assert c.get("/api/models/church_lsun").json()["resolution"] == 32
+        # no segmenter: no table, no brushes, but explicit units paint
+        assert c.get("/api/models/church_lsun/layers/layer4/brushes").json()["error"]["code"] == "no_table"
+        mask = np.zeros((32, 32), bool)
+        mask[8:24, 8:24] = True
+        body = {"v": 1, "model": "church_lsun", "sample": 1,
+                "strokes": [{"units": [0, 1, 2, 3], "strength": 1.0, "mask": MaskSpec.from_array(mask).model_dump()}]}
+        edited = c.post("/api/render", json=body)
+        plain = c.get("/api/models/church_lsun/samples/1.png")
+        assert edited.status_code == 200 and edited.content != plain.content
+        diff = np.abs(png(edited.content) - png(plain.content)).sum(-1)
+        assert diff[10:22, 10:22].mean() > diff[:4, :4].mean()
+        with c.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+            ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": {**body, "strokes": [
+                {"brush": "tree", "mask": MaskSpec.from_array(mask).model_dump()}]}}))
+            assert json.loads(ws.receive_text())["code"] == "no_brushes"
