@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import dissection, health, models, pages, paint
+from server.api import cam, dissection, health, models, pages, paint
 from server.api.errors import ApiError, error_body
 from server.catalog import Catalog
 from server.devices import resolve_device
@@ -43,6 +43,7 @@ class AppState:
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items)
+        self.classifier: torch.nn.Module | None = None
         self.ready = False
         self.draining = False
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(dissection.router)
     app.include_router(paint.router)
+    app.include_router(cam.router)
     app.include_router(pages.router)
     from fastapi.staticfiles import StaticFiles
 

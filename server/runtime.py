@@ -99,6 +99,8 @@ class CallRequest:
     fn: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    inference: bool = True
+    """Run under ``torch.inference_mode``; False for work that needs gradients (CAM methods)."""
 
 
 class FeatureCache:
@@ -188,10 +190,10 @@ class InferenceExecutor:
             self.cancel(request)
             raise
 
-    async def call(self, fn: Callable[[], Any]) -> Any:
+    async def call(self, fn: Callable[[], Any], inference: bool = True) -> Any:
         """Run ``fn`` on the worker thread (after the work queued before it); returns its result."""
         loop = asyncio.get_running_loop()
-        request = CallRequest(fn, loop, loop.create_future())
+        request = CallRequest(fn, loop, loop.create_future(), inference)
         try:
             self._queue.put_nowait(request)
         except queue.Full:
@@ -201,8 +203,12 @@ class InferenceExecutor:
 
     def _run_call(self, request: CallRequest) -> None:
         try:
-            with torch.inference_mode():
-                result = request.fn()
+            if request.inference:
+                with torch.inference_mode():
+                    result = request.fn()
+            else:
+                with torch.enable_grad():
+                    result = request.fn()
         except Exception as exc:  # reported to the caller, the worker goes on
             self._resolve(request, error=exc)  # type: ignore[arg-type]
         else:

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     """Operator directory of extra generator checkpoints (.pth / .safetensors), one model per file."""
     segmenter: str | None = "world64/segmenter"
     """Segmenter used to dissect extra models: zoo id or ``package.module:factory``; empty = none."""
+    classifier: str = "world64/classifier"
+    """Zoo id of the classifier the CAM endpoints explain."""
     cache_dir: Path = Path.home() / ".cache" / "ganpaint"
     device: str = "auto"
     threads: int | None = Field(None, ge=1, le=256)

@@ -22,6 +22,7 @@ ORIGIN = {"origin": "http://127.0.0.1:8000"}
 
 def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
     values = {"zoo_dir": tiny_zoo, "default_model": "tiny", "segmenter": "tiny/segmenter", "cache_dir": tmp / "cache",
+              "classifier": "tiny/classifier",
               "dissect_samples": 40, "causal_samples": 4, "device": "cpu", **extra}
     return Settings(**values)
 
@@ -277,3 +278,60 @@ def test_operator_models_dir_paints_with_explicit_units(tiny_zoo: Path, tmp_path
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": {**body, "strokes": [
                 {"brush": "tree", "mask": MaskSpec.from_array(mask).model_dump()}]}}))
             assert json.loads(ws.receive_text())["code"] == "no_brushes"
+
+
+def _png_bytes(width: int, height: int, color: tuple[int, int, int] = (90, 140, 200)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_cam_endpoint_on_world_sample_and_upload(client: TestClient) -> None:
+    from models.world import SCENES
+
+    response = client.post("/api/cam", data={"sample": "4", "methods": "cam,gradcam", "top_k": "2", "include_raw": "true"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["method"] for r in body["results"]] == ["cam", "gradcam"]
+    assert body["truth"] in SCENES and body["boxes"] and len(body["predictions"]) == 2
+    assert body["results"][0]["overlay"].startswith("data:image/png;base64,")
+    heat = Image.open(io.BytesIO(__import__("base64").b64decode(body["results"][1]["heatmap"].split(",", 1)[1])))
+    assert heat.size == (64, 64)
+    raw = np.array(body["results"][0]["raw"])
+    assert raw.shape == (8, 8)
+    upload = client.post("/api/cam", files={"image": ("x.png", _png_bytes(100, 80), "image/png")},
+                         data={"methods": "saliency", "target": "1"})
+    assert upload.status_code == 200 and upload.json()["target"]["class"] == 1
+
+
+@pytest.mark.parametrize(("files", "data", "status", "code"), [
+    ({"image": ("x.txt", b"hello there", "text/plain")}, {}, 422, "not_an_image"),
+    ({"image": ("x.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/gif")}, {}, 422, None),
+    ({"image": ("big.png", b"", "image/png")}, {}, 413, "too_many_pixels"),
+    ({}, {"methods": "gradcam"}, 422, "bad_input"),
+    ({}, {"sample": "1", "methods": "magic"}, 422, "unknown_method"),
+    ({}, {"sample": "1", "target": "9"}, 422, "bad_target"),
+    ({}, {"sample": "-1"}, 422, "invalid_request"),
+])
+def test_cam_bad_input(client: TestClient, files: dict, data: dict, status: int, code: str | None) -> None:
+    if "image" in files and files["image"][0] == "big.png":
+        # a PNG header claiming 20000 x 20000 pixels (a decompression bomb): refused before decoding
+        import struct
+        import zlib
+
+        def chunk(kind: bytes, payload: bytes) -> bytes:
+            return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+        bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)) + \
+            chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+        files = {"image": ("big.png", bomb, "image/png")}
+    response = client.post("/api/cam", files=files or None, data=data)
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"]["code"] == code
+    assert client.get("/livez").status_code == 200
+
+
+def test_cam_upload_too_many_bytes(client: TestClient) -> None:
+    response = client.post("/api/cam", files={"image": ("x.png", b"\x89PNG" + b"0" * (2 << 20), "image/png")})
+    assert response.status_code == 413

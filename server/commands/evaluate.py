@@ -16,13 +16,18 @@ from server.devices import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=("segmenter", "classifier", "gan"))
+    parser.add_argument("what", choices=("segmenter", "classifier", "gan", "cam"))
     parser.add_argument("--model", help="zoo id (default world64, world64/segmenter or world64/classifier)")
     parser.add_argument("--segmenter", default="world64/segmenter", help="gan only: segmenter zoo id")
     parser.add_argument("--classifier", default="world64/classifier", help="gan only: classifier zoo id")
     parser.add_argument("--count", type=int, help="held-out images (default 2000) or generated samples (default 5000)")
     parser.add_argument("--write-card", action="store_true", help="store the numbers in the model's card")
     parser.add_argument("--grid", type=Path, help="gan only: also save an 8x8 grid of samples 0..63 here")
+    parser.add_argument("--samples", type=int, default=500, help="cam only: held-out scenes (default 500)")
+    parser.add_argument("--methods", nargs="+", help="cam only: methods (default all)")
+    parser.add_argument("--faithfulness-samples", type=int, default=100,
+                        help="cam only: scenes for deletion/insertion and drop/increase (default 100)")
+    parser.add_argument("--write-docs", type=Path, help="cam only: also write the table as Markdown here")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
 
@@ -30,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from models import evaluate
 
+    if args.what == "cam":
+        return _cam(args)
     default_id = {"segmenter": "world64/segmenter", "classifier": "world64/classifier", "gan": "world64"}[args.what]
     model_id = args.model or default_id
     count = args.count or (5000 if args.what == "gan" else 2000)
@@ -65,6 +72,46 @@ def run(args: argparse.Namespace) -> int:
         card = read_card(card_path)
         card["metrics"] = report
         write_card(card_path, card)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cam(args: argparse.Namespace) -> int:
+    from dissect_core.cam import METHODS
+    from models import evaluate
+
+    methods = args.methods or list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise CommandError(f"unknown methods {unknown}; methods are {', '.join(METHODS)}")
+    if not 1 <= args.samples <= 100_000:
+        raise CommandError("--samples must be between 1 and 100000")
+    try:
+        device = str(resolve_device(args.device))
+        classifier = load_model(args.model or "world64/classifier", device, args.zoo_dir)
+    except (ZooError, CheckpointError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc="evaluate cam", unit="img")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.set_description(f"evaluate cam ({stage})")
+        bar.refresh()
+
+    report = evaluate.cam_report(classifier, methods, args.samples, args.faithfulness_samples, device=device,
+                                 progress=progress)
+    bar.close()
+    table = evaluate.cam_table_markdown(report)
+    report["command"] = "ganpaint evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else ["cam"])
+    report["hardware"] = hardware_description()
+    if args.write_docs:
+        args.write_docs.parent.mkdir(parents=True, exist_ok=True)
+        args.write_docs.write_text(
+            "# CAM evaluation on the scene world\n\n" + table + "\n" + report["protocol"] + ".\n\n"
+            f"Produced by `{report['command']}` on {report['hardware']}.\n")
+    print(table)
     print(json.dumps(report, indent=2))
     return 0
 
