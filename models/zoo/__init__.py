@@ -47,9 +47,15 @@ def _read_card(path: Path) -> ZooEntry | None:
     return ZooEntry(id=str(card["id"]), kind=str(card["kind"]), weights=path.parent / str(card["file"]), card=card)
 
 
+def default_zoo_dir() -> Path:
+    """``$GANPAINT_ZOO_DIR`` when set, else the zoo shipped in this package."""
+    override = os.environ.get("GANPAINT_ZOO_DIR")
+    return Path(override) if override else ZOO_DIR
+
+
 def list_zoo(zoo_dir: str | os.PathLike[str] | None = None) -> dict[str, ZooEntry]:
     """All entries found under the zoo directory, by id."""
-    root = Path(zoo_dir) if zoo_dir is not None else ZOO_DIR
+    root = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
     entries: dict[str, ZooEntry] = {}
     for card_path in sorted(root.glob("*/*.json")):
         entry = _read_card(card_path)

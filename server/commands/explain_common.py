@@ -1,0 +1,47 @@
+"""Helpers shared by the classifier-explaining commands (featviz, topk, netdissect)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.checkpoints import CheckpointError
+from models.zoo import ZooError, load_model
+from server.commands import CommandError
+from server.devices import resolve_device
+
+
+def load_classifier(model_id: str, device_spec: str) -> tuple[torch.nn.Module, str]:
+    try:
+        device = str(resolve_device(device_spec))
+        return load_model(model_id, device), device
+    except (ZooError, CheckpointError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def check_layers(model: torch.nn.Module, layers: list[str]) -> None:
+    names = {name for name, _ in model.named_modules() if name}
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        top = sorted(n for n in names if n.count(".") <= 1)
+        raise CommandError(f"unknown layer(s) {unknown}; layers include {', '.join(top)}")
+
+
+def world_images(count: int, size: int = 64, split: str = "probe") -> list:
+    """The first ``count`` scene-world images of a split, as (H, W, 3) uint8 arrays."""
+    from models.train.data import world_arrays
+
+    return list(world_arrays(split, count, size, progress=False)["images"])
+
+
+def ensure_world_probe(count: int, size: int = 64) -> Path:
+    """A Broden export of the world's probe split in the cache (made once)."""
+    from models.train.data import default_cache_dir
+    from models.world.broden import export_broden
+    from models.world.render import WORLD_VERSION
+
+    out = default_cache_dir() / "probe" / f"v{WORLD_VERSION}-{size}px-{count}"
+    if not (out / "index.csv").exists():
+        export_broden(out, count, size, progress=True)
+    return out

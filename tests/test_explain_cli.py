@@ -1,0 +1,64 @@
+"""featviz, topk and netdissect commands on the tiny zoo: files written, numbers sane, errors clean."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _zoo(tiny_zoo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GANPAINT_ZOO_DIR", str(tiny_zoo))
+    monkeypatch.setenv("GANPAINT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_netdissect_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["netdissect", "--model", "tiny/classifier", "--samples", "24", "--out", str(tmp_path / "nd"),
+                 "--strips", "3", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    layer_dir = tmp_path / "nd" / "features.block4"
+    rows = list(csv.DictReader((layer_dir / "tally.csv").open()))
+    assert len(rows) == summary["layers"]["features.block4"]["units"] == 64
+    document = json.loads((layer_dir / "netdissect.json").read_text())
+    assert set(document["unique_detectors"]) == {"object", "material", "color", "scene"}
+    assert len(list((layer_dir / "image").glob("unit*.png"))) == 3
+    assert "units with IoU" in (layer_dir / "report.html").read_text()
+
+
+def test_featviz_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fv.png"
+    assert main(["featviz", "--model", "tiny/classifier", "--layer", "features.block3", "--unit", "1", "--unit", "2",
+                 "--steps", "24", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["final_objective"] > report["start_objective"]
+    assert Image.open(out).size == (128, 64)
+
+
+def test_topk_command(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    assert main(["topk", "--model", "tiny/classifier", "--layer", "features.block2", "--images", str(folder),
+                 "--k", "3", "--unit", "0", "--unit", "5", "--out", str(tmp_path / "tk"), "--no-progress"]) == 0
+    assert Image.open(tmp_path / "tk" / "unit0005.png").size == (3 * 64, 64)
+
+
+@pytest.mark.parametrize("args", [
+    ["featviz", "--model", "tiny/classifier", "--layer", "nope", "--unit", "1", "--out", "x.png"],
+    ["netdissect", "--model", "tiny/classifier", "--probe", "/nonexistent", "--out", "x"],
+    ["topk", "--model", "tiny/nothing", "--out", "x"],
+])
+def test_bad_input_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
