@@ -17,10 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import cam, dissection, health, models, pages, paint
+from server.api import cam, dissection, health, jobs, models, pages, paint
 from server.api.errors import ApiError, error_body
 from server.catalog import Catalog
 from server.devices import resolve_device
+from server.jobs import JobManager
 from server.metrics import Metrics
 from server.runtime import InferenceExecutor
 from server.settings import Settings
@@ -43,6 +44,7 @@ class AppState:
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items)
+        self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
         self.classifier: torch.nn.Module | None = None
         self.ready = False
         self.draining = False
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.draining = True
+            state.jobs.shutdown()
             state.executor.stop()
 
     app = FastAPI(
@@ -99,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dissection.router)
     app.include_router(paint.router)
     app.include_router(cam.router)
+    app.include_router(jobs.router)
+    app.include_router(jobs.ws_router)
     app.include_router(pages.router)
     from fastapi.staticfiles import StaticFiles
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     ws_max_bytes: int = Field(1 << 20, ge=1024)
 
+    job_workers: int = Field(1, ge=1, le=16)
+    """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)
     causal_samples: int = Field(64, ge=0, le=10_000)
 

@@ -335,3 +335,58 @@ def test_cam_bad_input(client: TestClient, files: dict, data: dict, status: int,
 def test_cam_upload_too_many_bytes(client: TestClient) -> None:
     response = client.post("/api/cam", files={"image": ("x.png", b"\x89PNG" + b"0" * (2 << 20), "image/png")})
     assert response.status_code == 413
+
+
+def _wait_job(c: TestClient, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_jobs_featviz_topk_netdissect_dissect(client: TestClient) -> None:
+    started = client.post("/api/featviz", json={"layer": "features.block3", "units": [1, 2], "steps": 16})
+    assert started.status_code == 202 and started.headers["location"].startswith("/api/jobs/")
+    job = _wait_job(client, started.json()["id"])
+    assert job["status"] == "done" and job["result"]["final_objective"] > job["result"]["start_objective"]
+    image = client.get(f"/api/jobs/{job['id']}/files/featviz.png")
+    assert Image.open(io.BytesIO(image.content)).size == (128, 64)
+    # same parameters -> the same job (cached)
+    assert client.post("/api/featviz", json={"layer": "features.block3", "units": [1, 2], "steps": 16}).json()["id"] == job["id"]
+    topk = _wait_job(client, client.post("/api/topk", json={"count": 20, "k": 3, "units": [0, 4]}).json()["id"])
+    assert topk["status"] == "done" and [u["unit"] for u in topk["result"]["units"]] == [0, 4]
+    nd = _wait_job(client, client.post("/api/netdissect", json={"samples": 20}).json()["id"])
+    assert nd["status"] == "done" and "tally.csv" in nd["files"]
+    gd = _wait_job(client, client.post("/api/dissect", json={"model": "tiny", "layer": "layer2", "samples": 20}).json()["id"])
+    assert gd["status"] == "done" and 0 <= gd["result"]["interpretable_fraction"] <= 1
+    with client.websocket_connect(f"/ws/jobs/{job['id']}", headers=ORIGIN) as ws:
+        assert json.loads(ws.receive_text())["status"] == "done"
+
+
+def test_cancelling_a_job_stops_it_within_a_second(client: TestClient) -> None:
+    job = client.post("/api/featviz", json={"layer": "features.block4", "units": [3], "steps": 2048, "seed": 99}).json()
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/jobs/{job['id']}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled_at = time.monotonic()
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
+    final = _wait_job(client, job["id"], timeout=5)
+    assert final["status"] == "cancelled" and time.monotonic() - cancelled_at < 1.0
+    assert final["progress"] < 1.0
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), [
+    ("/api/featviz", {"units": []}, 422, "invalid_request"),
+    ("/api/featviz", {"units": [1], "layer": "no.such"}, 422, "unknown_layer"),
+    ("/api/featviz", {"units": [1], "steps": 99999}, 422, "invalid_request"),
+    ("/api/dissect", {"model": "tiny", "layer": "layer99"}, 404, "unknown_layer"),
+    ("/api/dissect", {"model": "nope", "layer": "layer4"}, 404, "unknown_model"),
+])
+def test_job_bad_requests(client: TestClient, path: str, body: dict, status: int, code: str) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == status and response.json()["error"]["code"] == code
+    assert client.get("/api/jobs/0123456789abcdef0123").status_code == 404
+    assert client.get("/api/jobs/../../etc").status_code == 404

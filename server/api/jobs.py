@@ -1,0 +1,232 @@
+"""Jobs API: start feature visualisation, Network Dissection, top-k and GAN dissection as jobs.
+
+``POST /api/{featviz,netdissect,topk,dissect}`` -> 202 with the job (the same parameters give the
+same job); ``GET /api/jobs/{id}`` status and result; ``GET /api/jobs/{id}/files/{name}`` result files;
+``DELETE /api/jobs/{id}`` cancels; websocket ``/ws/jobs/{id}`` streams the job's state on every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import APIRouter, Depends, Path, WebSocket
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.api.cam import _classifier
+from server.api.deps import get_model, get_state, require_token
+from server.api.errors import ApiError, responses
+from server.jobs import TERMINAL, Job, QueueFull
+from server.schemas import ID_PATTERN, LAYER_PATTERN
+
+router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_token)])
+ws_router = APIRouter()
+CLASSIFIER_LAYER = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class FeatvizRequest(Strict):
+    layer: str = Field("features.block4", pattern=CLASSIFIER_LAYER)
+    units: list[Annotated[int, Field(ge=0, le=4095)]] = Field(min_length=1, max_length=16)
+    param: Literal["fft", "pixel", "gan"] = "fft"
+    steps: int = Field(256, ge=1, le=2048)
+    lr: float = Field(0.05, gt=0, le=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class NetDissectRequest(Strict):
+    layer: str = Field("features.block4", pattern=CLASSIFIER_LAYER)
+    samples: int = Field(1000, ge=10, le=20_000)
+    quantile: float = Field(0.005, gt=0, lt=0.5)
+
+
+class TopkRequest(Strict):
+    layer: str = Field("features.block4", pattern=CLASSIFIER_LAYER)
+    count: int = Field(2000, ge=10, le=20_000)
+    k: int = Field(12, ge=1, le=32)
+    units: list[Annotated[int, Field(ge=0, le=4095)]] = Field(min_length=1, max_length=64)
+
+
+class DissectRequest(Strict):
+    model: str = Field(pattern=ID_PATTERN)
+    layer: str = Field(pattern=LAYER_PATTERN)
+    samples: int = Field(2000, ge=10, le=20_000)
+    quantile: float = Field(0.01, gt=0, lt=0.5)
+
+
+def _check_layer(model: torch.nn.Module, layer: str) -> None:
+    if layer not in dict(model.named_modules()):
+        raise ApiError(422, "unknown_layer", f"the classifier has no layer {layer!r}")
+
+
+def _submit(state: Any, kind: str, params: dict[str, Any], work: Any) -> JSONResponse:
+    try:
+        job = state.jobs.submit(kind, params, work)
+    except QueueFull as exc:
+        raise ApiError(503, "busy", str(exc), {"Retry-After": "5"}) from None
+    return JSONResponse(job.describe(), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+def _progress(job: Job) -> Any:
+    """A ``(stage, done, total)`` progress callback that also honours cancellation."""
+    return lambda stage, done, total: job.report(done / max(total, 1), stage)
+
+
+@router.post("/featviz", status_code=202, summary="Feature visualisation of classifier units (a job)",
+             responses=responses(422, 503))
+def start_featviz(request: FeatvizRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    classifier = _classifier(state)
+    _check_layer(classifier, request.layer)
+
+    def work(job: Job) -> dict[str, Any]:
+        from PIL import Image
+
+        from dissect_core.featviz import FFTImage, GeneratorPrior, PixelImage, Transforms, channel, render, to_uint8_grid
+
+        gen = torch.Generator().manual_seed(request.seed)
+        batch = len(request.units)
+        if request.param == "gan":
+            param = GeneratorPrior(state.catalog.get(state.settings.default_model).generator, batch, 64, gen)
+        else:
+            param = (FFTImage if request.param == "fft" else PixelImage)(batch, 64, generator=gen)
+        objective = channel(request.layer, request.units[0], batch=0)
+        for i, unit in enumerate(request.units[1:], start=1):
+            objective = objective + channel(request.layer, unit, batch=i)
+        result = render(classifier, objective, param, request.steps, request.lr, Transforms(), request.seed,
+                        progress=lambda step, total, value: job.report(step / total, f"objective {value:.3f}"),
+                        cancelled=job.cancelled)
+        Image.fromarray(to_uint8_grid(result.images)).save(job.directory / "featviz.png")
+        return {"image": "featviz.png", "units": request.units, "start_objective": result.start_value,
+                "final_objective": result.final_value}
+
+    return _submit(state, "featviz", request.model_dump(), work)
+
+
+@router.post("/netdissect", status_code=202, summary="Network Dissection of the classifier on the world probe set",
+             responses=responses(422, 503))
+def start_netdissect(request: NetDissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    classifier = _classifier(state)
+    _check_layer(classifier, request.layer)
+
+    def work(job: Job) -> dict[str, Any]:
+        from dissect_core.datasets.broden import BrodenDataset
+        from dissect_core.netdissect import NetDissectConfig, netdissect
+        from server.commands.explain_common import ensure_world_probe
+        from server.commands.netdissect import write_outputs
+
+        job.report(0.0, "exporting the probe set")
+        probe = BrodenDataset(ensure_world_probe(request.samples))
+        table = netdissect(classifier, [request.layer], probe, NetDissectConfig(quantile=request.quantile,
+                           limit=request.samples), progress=_progress(job), cancelled=job.cancelled)[request.layer]
+        summary = write_outputs(classifier, table, probe, job.directory, strips=10)
+        return {**summary, "table": "netdissect.json", "tally": "tally.csv"}
+
+    return _submit(state, "netdissect", request.model_dump(), work)
+
+
+@router.post("/topk", status_code=202, summary="Top-activating world images of classifier units (a job)",
+             responses=responses(422, 503))
+def start_topk(request: TopkRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    classifier = _classifier(state)
+    _check_layer(classifier, request.layer)
+
+    def work(job: Job) -> dict[str, Any]:
+        from dissect_core.topk import top_activating, write_strips
+        from server.commands.explain_common import world_images
+
+        source = world_images(request.count)
+        result = top_activating(classifier, request.layer, source, request.k,
+                                progress=lambda done, total: job.report(done / total, "scanning images"),
+                                cancelled=job.cancelled)
+        units = [u for u in request.units if u < result.indices.shape[0]]
+        files = write_strips(classifier, result, source, job.directory, units, count=min(request.k, 8))
+        return {"units": [{"unit": u, "image": f.name, "top_images": [int(i) for i in result.indices[u]]}
+                          for u, f in zip(units, files)]}
+
+    return _submit(state, "topk", request.model_dump(), work)
+
+
+@router.post("/dissect", status_code=202, summary="GAN dissection of another layer or sample count (a job)",
+             responses=responses(404, 422, 503))
+def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    model = get_model(request.model, state)
+    if request.layer not in model.generator.layer_names or request.layer.startswith("output"):
+        raise ApiError(404, "unknown_layer", f"model {model.id!r} has no editable layer {request.layer!r}")
+    segmenter = state.catalog.segmenter()
+    if segmenter is None:
+        raise ApiError(422, "no_segmenter", "the server has no segmenter configured (GANPAINT_SEGMENTER)")
+
+    def work(job: Job) -> dict[str, Any]:
+        from dissect_core.gandissect import DissectConfig, dissect, interpretable_fraction
+        from dissect_core.tables import save_table
+
+        config = DissectConfig(samples=request.samples, quantile=request.quantile)
+        table = dissect(model.generator, [request.layer], segmenter, config, _progress(job), job.cancelled)[request.layer]
+        save_table(table, job.directory / "table", {"model": model.id, "model_sha256": model.sha256})
+        return {"interpretable_fraction": interpretable_fraction(table),
+                "detectors_per_category": table.detectors_per_category(), "table": "table/table.json"}
+
+    return _submit(state, "dissect", request.model_dump(), work)
+
+
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{20}$")]
+
+
+def _job(state: Any, job_id: str) -> Job:
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "unknown_job", f"no job {job_id}")
+    return job
+
+
+@router.get("/jobs/{job_id}", summary="A job's status, progress and result", responses=responses(404))
+def job_status(job_id: JobId, state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
+    return _job(state, job_id).describe()
+
+
+@router.delete("/jobs/{job_id}", summary="Cancel a job", responses=responses(404))
+def cancel_job(job_id: JobId, state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
+    if state.jobs.cancel(job_id) is None:
+        raise ApiError(404, "unknown_job", f"no job {job_id}")
+    return _job(state, job_id).describe()
+
+
+@router.get("/jobs/{job_id}/files/{name}", summary="A result file of a finished job",
+            response_class=FileResponse, responses=responses(404))
+def job_file(job_id: JobId, name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")],
+             state=Depends(get_state)) -> FileResponse:  # noqa: ANN001
+    job = _job(state, job_id)
+    path = job.directory / name
+    if job.status != "done" or not path.is_file() or path.resolve().parent != job.directory.resolve():
+        raise ApiError(404, "no_file", f"job {job_id} has no file {name!r}")
+    return FileResponse(path)
+
+
+@ws_router.websocket("/ws/jobs/{job_id}")
+async def job_updates(websocket: WebSocket, job_id: str) -> None:
+    state = websocket.app.state.ganpaint
+    if not state.settings.origin_allowed(websocket.headers.get("origin")):
+        await websocket.close(code=1008, reason="origin not allowed")
+        return
+    job = state.jobs.get(job_id) if len(job_id) == 20 else None
+    await websocket.accept()
+    if job is None:
+        await websocket.send_text(json.dumps({"type": "error", "code": "unknown_job", "message": f"no job {job_id}"}))
+        await websocket.close()
+        return
+    last = None
+    while True:
+        snapshot = job.describe()
+        if snapshot != last:
+            await websocket.send_text(json.dumps({"type": "job", **snapshot}))
+            last = snapshot
+        if snapshot["status"] in TERMINAL:
+            break
+        await asyncio.sleep(0.2)
+    await websocket.close()
