@@ -45,6 +45,7 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
     env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2"}
     if not world:
         env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
+                   GANPAINT_CLASSIFIER="tiny/classifier",
                    GANPAINT_DISSECT_SAMPLES="40", GANPAINT_CAUSAL_SAMPLES="4")
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -260,3 +261,14 @@ def test_unit_browser(page, app_server: dict) -> None:  # noqa: ANN001
     page.wait_for_selector("body[data-ready=true]")
     assert page.get_by_role("button", name="brush my units").count() == 1
     assert json.loads(page.evaluate("() => localStorage.getItem('ganpaint-custom-brushes')"))[0]["name"] == "my units"
+
+
+def test_cam_and_unit_pages(page, app_server: dict) -> None:  # noqa: ANN001
+    page.goto(app_server["base"] + "/cam")
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    assert page.locator("#results canvas").count() == 5  # input + 4 default methods
+    assert "predictions:" in page.locator("#predictions").inner_text()
+    page.goto(app_server["base"] + "/unit?layer=features.block3&unit=2")
+    page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('featviz').naturalWidth > 0", timeout=60_000)
+    assert "IoU" in page.locator("#dissection").inner_text()

@@ -42,6 +42,20 @@ def _classifier(state: Any) -> torch.nn.Module:
         return state.classifier
 
 
+@router.get("/classifier", summary="The explained classifier: classes and layers with their unit counts",
+            responses=responses(404))
+def classifier_info(state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
+    classifier = _classifier(state)
+    layers = []
+    for name, module in classifier.named_modules():
+        if name.count(".") == 1 and name.startswith("features."):
+            convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+            if convs:
+                layers.append({"name": name, "units": convs[-1].out_channels})
+    return {"id": state.settings.classifier, "classes": list(getattr(classifier, "class_names", [])),
+            "layers": layers, "cam_layer": getattr(classifier, "target_layer", None)}
+
+
 def decode_upload(data: bytes, size: int) -> np.ndarray:
     """Bytes -> (size, size, 3) uint8, refusing non-images, other formats and too many pixels."""
     try:
