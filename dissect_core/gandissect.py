@@ -30,7 +30,7 @@ from dissect_core.segmenters import Segmenter, category_index
 from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
 from models.samples import z_tensor
 
-__all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction"]
+__all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction", "tally_thresholded"]
 
 MAX_TOP_VALUES = 40_000_000
 """Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
@@ -127,6 +127,16 @@ def upsample_to(activations: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(activations, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
+                      chunk: int = 16) -> None:
+    """Upsample to the label grid, threshold at ``level`` and tally, ``chunk`` images at a time
+    (the upsampled maps are the largest temporaries of dissection)."""
+    size = labels.shape[-1]
+    for start in range(0, activations.shape[0], chunk):
+        up = upsample_to(activations[start:start + chunk].float(), size)
+        tally.add(up > level[None, :, None, None], labels[start:start + chunk])
+
+
 def _shard_batches(config: DissectConfig) -> list[list[int]]:
     """This process's batches: every world-th batch of the one-process batch list, so each sample is
     computed in the same batch as in a one-process run (bit-identical activations)."""
@@ -211,8 +221,7 @@ def dissect(
             generated = generator(z)
         labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
         for layer in layers:
-            up = upsample_to(trace[layer].float(), label_size)
-            tallies[layer].add(up > levels[layer][None, :, None, None], labels)
+            tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
         report("iou", len(batches) + done)
     tables = {}
     for layer in layers:

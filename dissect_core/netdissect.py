@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from dissect_core.datasets.broden import BrodenDataset
+from dissect_core.gandissect import tally_thresholded
 from dissect_core.nethook import Trace
 from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
 
@@ -139,8 +139,7 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
             with Trace(model, layers, stop=True) as trace:
                 model(images)
             for layer in layers:
-                up = F.interpolate(trace[layer].float(), size=label_maps.shape[-2:], mode="bilinear", align_corners=False)
-                tallies[layer].add(up > levels[layer][None, :, None, None], label_maps)
+                tally_thresholded(tallies[layer], trace[layer], levels[layer], label_maps)
             report("iou", len(batches) + b)
     finally:
         model.train(was_training)

@@ -207,27 +207,37 @@ class IoUTally:
         self.images = 0
 
     def add(self, masks: torch.Tensor, label_maps: torch.Tensor) -> None:
-        """``masks``: (n, units, H, W) bool; ``label_maps``: (n, categories, H, W) label numbers."""
+        """``masks``: (n, units, H, W) bool; ``label_maps``: (n, channels, H, W) label numbers.
+
+        Intersections are counted as (mask x one-hot labels) matrix products over chunks of images
+        small enough to bound the temporary memory; chunk sums stay far below 2^24, so the float
+        products are exact integers.
+        """
         n, units, h, w = masks.shape
         if units != self.units or label_maps.shape[0] != n or label_maps.shape[2:] != (h, w):
             raise ValueError(f"masks {tuple(masks.shape)} and labels {tuple(label_maps.shape)} do not match")
         device = self.intersection.device
-        masks = masks.to(device)
-        label_maps = label_maps.to(device).long()
+        chunk = max(1, (1 << 22) // max(units * h * w, 1))
+        for start in range(0, n, chunk):
+            self._add_chunk(masks[start:start + chunk].to(device), label_maps[start:start + chunk].to(device).long())
         self.images += n
-        unit_pixels = masks.flatten(2).sum(2)  # (n, units)
-        offsets = torch.arange(units, device=device)[None, :, None] * self.labels
+
+    def _add_chunk(self, masks: torch.Tensor, label_maps: torch.Tensor) -> None:
+        n, units, h, w = masks.shape
+        device = self.intersection.device
+        flat_masks = masks.reshape(n, units, h * w).float()
+        unit_pixels = flat_masks.sum(2).long()  # (n, units)
         present = torch.zeros(n, self.categories, dtype=torch.bool, device=device)
-        flat_masks = masks.flatten(2)
         for channel in range(label_maps.shape[1]):
-            labels = label_maps[:, channel].flatten(1)  # (n, HW)
+            labels = label_maps[:, channel].reshape(n, h * w)
             valid = labels > 0
             self.label_area += torch.bincount(labels[valid], minlength=self.labels)[: self.labels]
             cats = self.category_of[labels] + torch.arange(n, device=device)[:, None] * self.categories
             present |= torch.bincount(cats[valid], minlength=n * self.categories).view(n, self.categories) > 0
-            index = (labels[:, None, :] + offsets).expand(n, units, h * w)
-            selected = index[flat_masks & valid[:, None, :]]
-            self.intersection += torch.bincount(selected, minlength=units * self.labels).view(units, self.labels)
+            onehot = torch.nn.functional.one_hot(labels, self.labels).float()  # (n, HW, labels)
+            counts = torch.bmm(flat_masks, onehot).sum(0).round().long()  # (units, labels)
+            counts[:, 0] = 0
+            self.intersection += counts
         # unit area is charged once to every category present in the image (category-aware denominators)
         self.unit_area += (unit_pixels[:, :, None] * present[:, None, :]).sum(0)
 
