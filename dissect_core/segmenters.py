@@ -45,7 +45,14 @@ class WorldSegmenterAdapter:
         self.labels = [(label.name, label.category) for label in LABELS if label.category != "scene"]
         self.labels[0] = ("-", "")
 
+    input_size = 64
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Label maps at the segmenter's own resolution; smaller images (early training snapshots)
+        are upsampled bilinearly first."""
+        if images.shape[-1] != self.input_size:
+            images = torch.nn.functional.interpolate(images, size=(self.input_size, self.input_size),
+                                                     mode="bilinear", align_corners=False)
         return self.model.segment(images)
 
 

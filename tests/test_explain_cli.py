@@ -62,3 +62,13 @@ def test_bad_input_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) 
         main(args)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_dynamics_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dynamics", "--model", "tiny", "--segmenter", "tiny/segmenter", "--layer", "layer2", "--samples", "16",
+                 "--out", str(tmp_path / "dyn")]) == 0
+    rows = json.loads((tmp_path / "dyn" / "dynamics.json").read_text())
+    assert rows[-1]["name"] == "final" and len(rows) == 3  # two snapshots + final
+    assert set(rows[0]["detectors"]) == {"object", "material", "color"}
+    assert "<svg" in (tmp_path / "dyn" / "dynamics.svg").read_text()
+    assert "| final |" in (tmp_path / "dyn" / "dynamics.md").read_text()
