@@ -142,8 +142,13 @@ class JobManager:
                 self._finish(job, "cancelled")
         return job
 
-    def shutdown(self) -> None:
+    def cancel_all(self) -> None:
         with self._lock:
-            for job in self._jobs.values():
-                job.cancel_event.set()
+            ids = list(self._jobs)
+        for job_id in ids:
+            self.cancel(job_id)
+
+    def shutdown(self) -> None:
+        """Cancel every job and wait for the running ones to reach their next cancellation check."""
+        self.cancel_all()
         self._pool.shutdown(wait=True, cancel_futures=True)

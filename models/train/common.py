@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,30 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RunDir", "seed_everything", "TrainingCancelled"]
+__all__ = ["RunDir", "seed_everything", "TrainingCancelled", "stop_signals"]
 
 
 class TrainingCancelled(Exception):
     """Raised when a run is interrupted; the checkpoint written just before lets it resume."""
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT, which background jobs may ignore) into KeyboardInterrupt, so that a
+    stopped run writes its checkpoint; the previous handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ def default_cache_dir() -> Path:
 
 
 def world_arrays(split: str, count: int, size: int = 64, cache_dir: Path | None = None,
-                 progress: bool = True) -> dict[str, np.ndarray]:
+                 progress: bool = True, cancelled: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
     """Images, object / material / colour maps, scene labels of the first ``count`` scenes of a split."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / "world" / f"v{WORLD_VERSION}-{split}-{size}px-{count}.npz"
@@ -34,6 +35,8 @@ def world_arrays(split: str, count: int, size: int = 64, cache_dir: Path | None 
     colors = np.empty((count, size, size), np.uint8)
     scenes = np.empty((count,), np.int64)
     for i in tqdm(range(count), desc=f"render {split} world", disable=not progress, unit="img"):
+        if cancelled is not None and i % 64 == 0 and cancelled():
+            raise InterruptedError("rendering cancelled")
         scene = render_scene(world_seed(split, i), size)
         images[i], objects[i], materials[i], colors[i], scenes[i] = (
             scene.image, scene.objects, scene.materials, scene.colors, scene.scene)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def encode_label_png(labels: np.ndarray) -> np.ndarray:
 
 
 def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", val_fraction: float = 0.3,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, cancelled: Callable[[], bool] | None = None) -> Path:
     """Render ``count`` scenes of ``split`` and write them as a Broden directory; returns ``out``."""
     if count < 1:
         raise ValueError("count must be at least 1")
@@ -54,6 +55,8 @@ def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", v
     category_images: dict[str, int] = defaultdict(int)
     rows = []
     for i in tqdm(range(count), desc="export broden", unit="img", disable=not progress):
+        if cancelled is not None and i % 64 == 0 and cancelled():
+            raise InterruptedError("export cancelled")
         scene = render_scene(world_seed(split, i), size)
         stem = f"world/{i:06d}"
         Image.fromarray(scene.image).save(out / "images" / f"{stem}.png")

@@ -121,7 +121,7 @@ def start_netdissect(request: NetDissectRequest, state=Depends(get_state)) -> JS
         from server.commands.netdissect import write_outputs
 
         job.report(0.0, "exporting the probe set")
-        probe = BrodenDataset(ensure_world_probe(request.samples))
+        probe = BrodenDataset(ensure_world_probe(request.samples, cancelled=job.cancelled))
         table = netdissect(classifier, [request.layer], probe, NetDissectConfig(quantile=request.quantile,
                            limit=request.samples), progress=_progress(job), cancelled=job.cancelled)[request.layer]
         summary = write_outputs(classifier, table, probe, job.directory, strips=10)
@@ -140,7 +140,7 @@ def start_topk(request: TopkRequest, state=Depends(get_state)) -> JSONResponse: 
         from dissect_core.topk import top_activating, write_strips
         from server.commands.explain_common import world_images
 
-        source = world_images(request.count)
+        source = world_images(request.count, cancelled=job.cancelled)
         result = top_activating(classifier, request.layer, source, request.k,
                                 progress=lambda done, total: job.report(done / total, "scanning images"),
                                 cancelled=job.cancelled)

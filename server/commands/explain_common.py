@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,14 +30,14 @@ def check_layers(model: torch.nn.Module, layers: list[str]) -> None:
         raise CommandError(f"unknown layer(s) {unknown}; layers include {', '.join(top)}")
 
 
-def world_images(count: int, size: int = 64, split: str = "probe") -> list:
+def world_images(count: int, size: int = 64, split: str = "probe", cancelled: Callable[[], bool] | None = None) -> list:
     """The first ``count`` scene-world images of a split, as (H, W, 3) uint8 arrays."""
     from models.train.data import world_arrays
 
-    return list(world_arrays(split, count, size, progress=False)["images"])
+    return list(world_arrays(split, count, size, progress=False, cancelled=cancelled)["images"])
 
 
-def ensure_world_probe(count: int, size: int = 64) -> Path:
+def ensure_world_probe(count: int, size: int = 64, cancelled: Callable[[], bool] | None = None) -> Path:
     """A Broden export of the world's probe split in the cache (made once)."""
     from models.train.data import default_cache_dir
     from models.world.broden import export_broden
@@ -43,5 +45,14 @@ def ensure_world_probe(count: int, size: int = 64) -> Path:
 
     out = default_cache_dir() / "probe" / f"v{WORLD_VERSION}-{size}px-{count}"
     if not (out / "index.csv").exists():
-        export_broden(out, count, size, progress=True)
+        import shutil
+        import tempfile
+
+        staging = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None))
+        try:
+            export_broden(staging / "probe", count, size, progress=cancelled is None, cancelled=cancelled)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / "probe", out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from models.train.common import TrainingCancelled
+from models.train.common import TrainingCancelled, stop_signals
 from server.commands import Command, CommandError
 from server.devices import resolve_device
 
@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
         device = str(resolve_device(args.device))
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    with stop_signals():
+        return _train(args, config, device)
+
+
+def _train(args: argparse.Namespace, config: object, device: str) -> int:
     try:
         if args.recipe == "gan":
             from models.train.gan import train_gan
