@@ -48,6 +48,9 @@ class AppState:
         self.classifier: torch.nn.Module | None = None
         self.ready = False
         self.draining = False
+        self.lifespans = 0
+        """Open lifespans: the app may be started by several servers or test clients in one process;
+        the executor and jobs stop when the last one ends."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,14 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model = state.catalog.get(settings.default_model)  # raises (startup fails) on a bad zoo file
         state.executor.start()
         state.catalog.ensure_table(model, model.edit_layer)
-        state.ready = True
+        state.lifespans += 1
+        state.ready, state.draining = True, False
         log.info("ganpaint ready: model %s on %s", model.id, state.device)
         try:
             yield
         finally:
-            state.draining = True
-            state.jobs.shutdown()
-            state.executor.stop()
+            state.lifespans -= 1
+            if state.lifespans == 0:
+                state.draining = True
+                state.jobs.shutdown()
+                state.executor.stop()
 
     app = FastAPI(
         title="ganpaint", version="1.0",

@@ -77,7 +77,8 @@ class JobManager:
         self.max_jobs = max_jobs
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="job")
+        self.max_running = max_running
+        self._pool: ThreadPoolExecutor | None = None
 
     @staticmethod
     def job_id(kind: str, params: dict[str, Any]) -> str:
@@ -99,7 +100,10 @@ class JobManager:
                 if oldest is None:
                     break
                 self._jobs.pop(oldest)
-        self._pool.submit(self._run, job, work)
+        with self._lock:
+            if self._pool is None:  # created on first use, and again after a shutdown (app restarted)
+                self._pool = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="job")
+            self._pool.submit(self._run, job, work)
         return job
 
     def _run(self, job: Job, work: Callable[[Job], dict[str, Any]]) -> None:
@@ -151,4 +155,7 @@ class JobManager:
     def shutdown(self) -> None:
         """Cancel every job and wait for the running ones to reach their next cancellation check."""
         self.cancel_all()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

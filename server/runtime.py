@@ -166,6 +166,8 @@ class InferenceExecutor:
     async def render(self, model: LoadedModel, recipe: Recipe, preview: bool = False,
                      client: str | None = None) -> RenderResult:
         """Queue a render and wait for it; raises ``RenderError`` subclasses."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RenderError("the inference executor is not running", "unavailable", 503)
         loop = asyncio.get_running_loop()
         request = RenderRequest(model=model, recipe=recipe, preview=preview, client=client,
                                 deadline=time.monotonic() + self.deadline_s, loop=loop,
@@ -192,6 +194,8 @@ class InferenceExecutor:
 
     async def call(self, fn: Callable[[], Any], inference: bool = True) -> Any:
         """Run ``fn`` on the worker thread (after the work queued before it); returns its result."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RenderError("the inference executor is not running", "unavailable", 503)
         loop = asyncio.get_running_loop()
         request = CallRequest(fn, loop, loop.create_future(), inference)
         try:

@@ -107,7 +107,7 @@ def messages(draw) -> str:  # noqa: ANN001
     return json.dumps(message)
 
 
-CODES = {"bad_json", "invalid_message", "unknown_brush", "bad_units", "unknown_model", "unknown_layer", "bad_z",
+CODES = {"unavailable", "bad_json", "invalid_message", "unknown_brush", "bad_units", "unknown_model", "unknown_layer", "bad_z",
          "tables_not_ready", "no_brushes", "busy", "deadline", "render_failed", "too_large", "unsupported"}
 
 
