@@ -105,6 +105,8 @@ class Catalog:
         with self._lock:
             if model_id in self._models:
                 return self._models[model_id]
+            if model_id == self.default_model:
+                get_entry(model_id, self.zoo_dir)  # a missing or broken default is an error naming the file
             paths = self.available()
             if model_id not in paths:
                 raise UnknownModel(f"unknown model {model_id!r}; models are {', '.join(sorted(paths)) or 'none'}")

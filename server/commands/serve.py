@@ -34,11 +34,23 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(str(exc).splitlines()[0] + ": " + exc.errors()[0]["msg"]) from exc
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _check_default_model(settings)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=settings.ws_max_bytes,
                 ws_per_message_deflate=False, timeout_graceful_shutdown=10, log_level=args.log_level,
                 server_header=False)
     return 0
+
+
+def _check_default_model(settings) -> None:  # noqa: ANN001
+    """Fail fast, in one line, when the default model's file is missing or unreadable."""
+    from models.checkpoints import CheckpointError, load_generator
+    from models.zoo import ZooError, get_entry
+
+    try:
+        load_generator(get_entry(settings.default_model, settings.zoo_dir).weights)
+    except (ZooError, CheckpointError) as exc:
+        raise CommandError(f"cannot start: {exc}") from exc
 
 
 COMMAND = Command(name="serve", help="start the painting studio web app and API (default http://127.0.0.1:8000)",
