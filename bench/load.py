@@ -1,0 +1,105 @@
+"""Load test: N concurrent painters on a real server for a fixed time (loopback only, bounded).
+
+    python bench/load.py [--painters 32] [--seconds 60] [--model world64]
+
+Each painter sends its next edit as soon as the previous answer (image or error) arrives. Reports
+edits/s, p50/p95/p99 round trip, errors and busy replies, and the server's resident memory before
+and after. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from serve_latency import free_port, recipe, summarize, wait_ready  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def painter(url: str, origin: str, model: str, size: int, index: int, stop: float, brush: str,
+                  latencies: list[float], errors: list[str]) -> None:
+    async with websockets.connect(url, origin=origin, max_size=None) as ws:
+        seq = 0
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq, "preview": seq % 3 != 0,
+                                      "recipe": recipe(model, size, 1000 + index * 7 + seq % 5, seq, brush)}))
+            header = json.loads(await ws.recv())
+            if header["type"] == "error":
+                errors.append(header["code"])
+            else:
+                await ws.recv()
+                latencies.append(time.perf_counter() - start)
+            seq += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--painters", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--model", default="world64")
+    parser.add_argument("--brush", default="tree")
+    parser.add_argument("--zoo-dir", type=Path)
+    args = parser.parse_args()
+    if not 1 <= args.painters <= 256 or not 1 <= args.seconds <= 600:
+        raise SystemExit("painters must be 1..256 and seconds 1..600")
+    env = {**os.environ, "GANPAINT_DEFAULT_MODEL": args.model, "GANPAINT_QUEUE_SIZE": str(max(64, args.painters * 2))}
+    if args.zoo_dir:
+        env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                              cwd=ROOT.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        import httpx
+
+        size = httpx.get(f"http://127.0.0.1:{port}/api/models/{args.model}").json()["resolution"]
+        # warm up (fills the activation cache a little), then measure memory
+        asyncio.run(painter(f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model, size, 0,
+                            time.monotonic() + 2, args.brush, [], []))
+        before = rss_mb(server.pid)
+        latencies: list[float] = []
+        errors: list[str] = []
+
+        async def run_all() -> None:
+            stop = time.monotonic() + args.seconds
+            await asyncio.gather(*(painter(f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model,
+                                           size, i, stop, args.brush, latencies, errors) for i in range(args.painters)))
+
+        started = time.monotonic()
+        asyncio.run(run_all())
+        elapsed = time.monotonic() - started
+        after = rss_mb(server.pid)
+        result = summarize(latencies, errors, elapsed)
+        result.update(painters=args.painters, seconds=round(elapsed, 1), busy=errors.count("busy"),
+                      server_rss_mb_before=round(before, 1), server_rss_mb_after=round(after, 1),
+                      memory_growth=round((after - before) / before, 4))
+        print(json.dumps({"benchmark": "load", "model": args.model, "image_size": size, **result}, indent=2))
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()
