@@ -30,7 +30,7 @@ def test_disconnect_mid_render_drops_the_work(tiny_zoo: Path, tmp_path: Path) ->
         executor = state.executor
         gate = __import__("threading").Event()
         executor.fail_next = lambda request: gate.wait(5) if request.recipe.sample == 500 else None
-        with client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+        with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe(sample=500)}))  # blocks the worker
             time.sleep(0.3)
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 2, "recipe": recipe(sample=501)}))  # queued behind it
@@ -129,7 +129,7 @@ def test_no_token_in_logs(tiny_zoo: Path, tmp_path: Path, caplog) -> None:  # no
         with TestClient(create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0, token=secret))) as client:
             client.get("/api/models", headers={"authorization": f"Bearer {secret}"})
             client.get("/api/models", headers={"authorization": "Bearer wrong"})
-            with client.websocket_connect("/ws/paint", headers=ORIGIN, subprotocols=["ganpaint.v1", f"token.{secret}"]) as ws:
+            with client.websocket_connect("/ws/paint", headers={**ORIGIN}, subprotocols=["ganpaint.v1", f"token.{secret}"]) as ws:
                 ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
                 ws.receive_text()
                 ws.receive_bytes()

@@ -114,7 +114,7 @@ CODES = {"unavailable", "bad_json", "invalid_message", "unknown_brush", "bad_uni
 @settings(max_examples=max(EXAMPLES * 4, 40), deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(messages(), min_size=1, max_size=5))
 def test_websocket_answers_every_message(fuzz_client: TestClient, batch: list[str]) -> None:
-    with fuzz_client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+    with fuzz_client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
         for text in batch:
             ws.send_text(text)
             reply = json.loads(ws.receive_text())

@@ -17,7 +17,7 @@ from server.app import create_app
 from server.schemas import MaskSpec
 from server.settings import Settings
 
-ORIGIN = {"origin": "http://127.0.0.1:8000"}
+ORIGIN = {"origin": "http://127.0.0.1:8000"}  # copy it per use: the TestClient adds headers to the dict it is given
 
 
 def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
@@ -137,7 +137,7 @@ def test_malformed_json_and_oversize_body(client: TestClient) -> None:
 
 
 def test_websocket_paint_protocol(client: TestClient) -> None:
-    with client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+    with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
         ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
         header = json.loads(ws.receive_text())
         image = ws.receive_bytes()
@@ -167,7 +167,7 @@ def test_latest_wins_on_one_connection(client: TestClient) -> None:
     executor = client.app.state.ganpaint.executor
     before = executor.renders
     stroke = {"brush": "tree", "action": "add", "mask": left_half_mask()}
-    with client.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+    with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
         for seq in range(20):
             strength = seq / 19
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": seq,
@@ -204,10 +204,10 @@ def test_token_protects_rest_and_websocket(tiny_zoo: Path, tmp_path: Path) -> No
         assert c.get("/api/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/livez").status_code == 200
         with pytest.raises(WebSocketDisconnect) as exc:
-            with c.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+            with c.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
                 ws.receive_text()
         assert exc.value.code == 1008
-        with c.websocket_connect("/ws/paint", headers=ORIGIN, subprotocols=["ganpaint.v1", "token.s3cret"]) as ws:
+        with c.websocket_connect("/ws/paint", headers={**ORIGIN}, subprotocols=["ganpaint.v1", "token.s3cret"]) as ws:
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
             assert json.loads(ws.receive_text())["type"] == "image"
 
@@ -274,7 +274,7 @@ def test_operator_models_dir_paints_with_explicit_units(tiny_zoo: Path, tmp_path
         assert edited.status_code == 200 and edited.content != plain.content
         diff = np.abs(png(edited.content) - png(plain.content)).sum(-1)
         assert diff[10:22, 10:22].mean() > diff[:4, :4].mean()
-        with c.websocket_connect("/ws/paint", headers=ORIGIN) as ws:
+        with c.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": {**body, "strokes": [
                 {"brush": "tree", "mask": MaskSpec.from_array(mask).model_dump()}]}}))
             assert json.loads(ws.receive_text())["code"] == "no_brushes"
@@ -362,7 +362,7 @@ def test_jobs_featviz_topk_netdissect_dissect(client: TestClient) -> None:
     assert nd["status"] == "done" and "tally.csv" in nd["files"]
     gd = _wait_job(client, client.post("/api/dissect", json={"model": "tiny", "layer": "layer2", "samples": 20}).json()["id"])
     assert gd["status"] == "done" and 0 <= gd["result"]["interpretable_fraction"] <= 1
-    with client.websocket_connect(f"/ws/jobs/{job['id']}", headers=ORIGIN) as ws:
+    with client.websocket_connect(f"/ws/jobs/{job['id']}", headers={**ORIGIN}) as ws:
         assert json.loads(ws.receive_text())["status"] == "done"
 
 
