@@ -235,7 +235,10 @@ class Catalog:
 
     # --- brushes --------------------------------------------------------------------------------
     def brushes(self, model: LoadedModel, layer: str) -> list[dict[str, Any]]:
-        """Concepts with at least one detector unit: ranked units and their insertion levels."""
+        """Concepts with a detector unit (IoU above the table's threshold) or a measured causal effect
+        (ablating the best unit alone removes >= 0.5 % of its pixels): ranked units and their levels.
+        Large regions (sky, grass) rarely pass the IoU test at a top-1 % threshold but are painted
+        well by their causal units."""
         table = self.table(model, layer)
         if table is None:
             return []
@@ -244,7 +247,8 @@ class Catalog:
             if number == 0 or category not in ("object", "material", "part"):
                 continue
             column = table.iou[:, number]
-            if column.max() <= table.config.min_iou:
+            causal = table.causal_effect.get(name, [0.0])
+            if column.max() <= table.config.min_iou and max(causal[:1] or [0.0]) < 0.005:
                 continue
             ranking = table.concept_ranking(name)[:64]
             label = LABEL_BY_NAME.get(name)
