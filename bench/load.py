@@ -72,9 +72,13 @@ def main() -> None:
         import httpx
 
         size = httpx.get(f"http://127.0.0.1:{port}/api/models/{args.model}").json()["resolution"]
-        # warm up (fills the activation cache a little), then measure memory
-        asyncio.run(painter(f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model, size, 0,
-                            time.monotonic() + 2, args.brush, [], []))
+        # warm up with every painter (activation cache, allocator pools at full batch size), then measure memory
+        async def warm_up() -> None:
+            stop = time.monotonic() + 5
+            await asyncio.gather(*(painter(f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model,
+                                           size, i, stop, args.brush, [], []) for i in range(args.painters)))
+
+        asyncio.run(warm_up())
         before = rss_mb(server.pid)
         latencies: list[float] = []
         errors: list[str] = []
