@@ -228,22 +228,44 @@ def test_executor_failure_hits_one_request_only(client: TestClient) -> None:
 
 
 def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
+    import asyncio
+    import queue as queue_module
+
+    from server.runtime import Busy
+    from server.schemas import Recipe
+    from tests.test_server_live import run_async
+
     app = create_app(make_settings(tiny_zoo, tmp_path, queue_size=1, causal_samples=0))
     with TestClient(app) as c:
         executor = app.state.ganpaint.executor
+        model = app.state.ganpaint.catalog.get("tiny")
         gate = __import__("threading").Event()
         executor.fail_next = lambda request: gate.wait(5)
-        import concurrent.futures
 
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(c.post, "/api/render", json=recipe(sample=i)) for i in range(4)]
-            time.sleep(1.0)
+        async def flood() -> list:
+            tasks = [asyncio.ensure_future(executor.render(model, Recipe(model="tiny", sample=i))) for i in range(4)]
+            await asyncio.sleep(0.5)
             gate.set()
-            statuses = sorted(f.result().status_code for f in futures)
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        results = run_async(flood())
         executor.fail_next = None
-        assert 503 in statuses and 200 in statuses
-        busy = next(f.result() for f in futures if f.result().status_code == 503)
-        assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"
+        busy = [r for r in results if isinstance(r, Busy)]
+        done = [r for r in results if not isinstance(r, Exception)]
+        assert len(busy) >= 2 and len(done) >= 1  # a queue of one: at most one waiting, one running
+        # over HTTP a full queue is a 503 with Retry-After
+        original = executor._queue.put_nowait
+
+        def full(item: object) -> None:
+            raise queue_module.Full
+
+        executor._queue.put_nowait = full
+        try:
+            response = c.post("/api/render", json=recipe(sample=1))
+        finally:
+            executor._queue.put_nowait = original
+        assert response.status_code == 503 and response.json()["error"]["code"] == "busy"
+        assert response.headers["retry-after"] == "1"
 
 
 def test_operator_models_dir_paints_with_explicit_units(tiny_zoo: Path, tmp_path: Path) -> None:

@@ -20,6 +20,14 @@ import websockets
 from server.schemas import MaskSpec
 
 
+def run_async(coro):  # noqa: ANN001, ANN201
+    """asyncio.run in a fresh thread: other tests (Playwright's sync API) may leave a loop running here."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,7 +86,7 @@ def test_paint_over_a_real_websocket(live_server: dict) -> None:
             undone = await ws.recv()
             return original, painted, undone
 
-    original, painted, undone = asyncio.run(session())
+    original, painted, undone = run_async(session())
     assert painted != original and undone == original
     assert httpx.get(f"{live_server['base']}/api/models/tiny/samples/3.png").content == original
 
@@ -94,7 +102,7 @@ def test_oversize_frame_closes_with_1009_and_server_survives(live_server: dict) 
                 return exc.rcvd.code if exc.rcvd else None
         return None
 
-    assert asyncio.run(session()) == 1009
+    assert run_async(session()) == 1009
     assert httpx.get(f"{live_server['base']}/livez").status_code == 200
 
 
@@ -104,7 +112,7 @@ def test_bad_origin_real_server(live_server: dict) -> None:
             await ws.recv()
 
     with pytest.raises((websockets.ConnectionClosed, websockets.InvalidStatus)):
-        asyncio.run(session())
+        run_async(session())
 
 
 def test_sigterm_closes_clients_and_exits(live_server: dict) -> None:
@@ -121,7 +129,7 @@ def test_sigterm_closes_clients_and_exits(live_server: dict) -> None:
             except websockets.ConnectionClosed as exc:
                 return exc.rcvd.code if exc.rcvd else None
 
-    code = asyncio.run(session())
+    code = run_async(session())
     assert code in (1001, 1012)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says how it ended
     assert live_server["proc"].wait(20) in (0, -signal.SIGTERM)
