@@ -222,8 +222,9 @@ def test_remove_a_lamp(page, app_server: dict) -> None:  # noqa: ANN001
     size = labels.shape[-1]
     open_painter(page, app_server)
     page.locator("#goto-id").fill(str(sample))
+    before = shown_seq(page)  # read before the click: the new frame may arrive before we look
     page.get_by_role("button", name="go to sample id").click()
-    seq = wait_png(page, shown_seq(page))
+    seq = wait_png(page, before)
     page.get_by_role("button", name="brush lamp").click()
     page.get_by_role("button", name="remove (R)").click()
     page.locator("#strength").fill("100")
