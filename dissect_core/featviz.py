@@ -232,9 +232,9 @@ def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int 
             (-value).backward()
             optimizer.step()
             if step % 16 == 0 or step == steps - 1:
-                history.append(float(value))
+                history.append(float(value.detach()))
                 if progress is not None:
-                    progress(step + 1, steps, float(value))
+                    progress(step + 1, steps, history[-1])
         with torch.no_grad():
             final_images = param().detach()
         return FeatvizResult(final_images, history, start, evaluate())

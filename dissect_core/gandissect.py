@@ -43,7 +43,7 @@ class DissectConfig:
     samples: int = 2000
     seed: int = 1
     first: int = 0
-    batch_size: int = 50
+    batch_size: int = 32
     quantile: float = 0.01
     """Top fraction of activations that defines a unit's mask (threshold = its 1 - quantile quantile)."""
     insert_quantile: float = 0.99

@@ -27,6 +27,16 @@ __all__ = [
 ]
 
 
+def for_inference(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, frozen, channels-last conv weights.
+
+    Channels-last roughly halves the convolution time of our models on CPU (oneDNN's blocked
+    kernels; ``bench/dissect_speed.py``) and is neutral or better on GPU. Outputs agree with the
+    default layout to float rounding (~1e-5); every loader uses this so all consumers match.
+    """
+    return module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+
+
 class CheckpointError(ValueError):
     """A weight file could not be used; the message names the file and what was expected."""
 
@@ -92,7 +102,7 @@ def load_generator(
             f"{path}: not a ProGAN generator checkpoint (expected keys layerK.conv.weight, "
             f"layerK.wscale.b, output_RxR.*): {first}"
         ) from exc
-    return generator.to(device=device, dtype=dtype).eval()
+    return for_inference(generator.to(device=device, dtype=dtype))
 
 
 def save_weights(

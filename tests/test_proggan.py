@@ -38,7 +38,7 @@ def test_loaded_generator_matches_reference_forward(tmp_path: Path, sizes: list[
     with torch.no_grad():
         got = generator(z)
     assert got.shape == (3, 3, resolution, resolution)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)  # channels-last kernels sum in another order
 
 
 def test_state_dict_keys_are_the_released_ones() -> None:

@@ -95,7 +95,7 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
     """Load a zoo model by id, in eval mode on ``device`` (fp32 compute whatever the stored dtype)."""
     import torch
 
-    from models.checkpoints import CheckpointError, load_generator, read_weights
+    from models.checkpoints import CheckpointError, for_inference, load_generator, read_weights
 
     entry = get_entry(model_id, zoo_dir)
     if entry.kind == "generator":
@@ -116,4 +116,4 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{entry.weights}: does not fit a {entry.kind} ({str(exc).splitlines()[0]})") from exc
-    return model.to(device).eval().requires_grad_(False)
+    return for_inference(model.to(device))

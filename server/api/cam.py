@@ -123,7 +123,7 @@ async def cam(
         raise ApiError(422, "bad_target", f"target must be below {len(class_names)}")
 
     def work() -> dict[str, Any]:
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().to(state.device) / 127.5 - 1
+        x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().to(state.device) / 127.5 - 1
         with torch.no_grad():
             probs = torch.softmax(classifier(x), 1)[0]
         order = probs.argsort(descending=True)[:top_k].tolist()
