@@ -11,12 +11,20 @@ Two passes over generated samples (ids ``first .. first+samples-1`` of the seed 
    and tally intersections with every label and the unit's area per category (charged only in
    images that carry that category). IoU = I / (unit area + label area − I).
 
+With ``threshold="iqr"`` (gandissect's GAN mode, ``dissect_core.iqr``) a calibration step on the
+run's first 1,000 images (fewer for short runs) sets 100 candidate levels per unit (quantiles of
+those images' activations, at most 2^24 values per layer), tallies the counts at every candidate,
+and gives each unit the level with the highest information quality ratio; pass 2 then measures IoU
+at that level over all samples. Broad concepts (sky, grass) need it: a
+top-1 % mask cannot reach IoU 0.04 with a concept covering a quarter of the image.
+
 Both passes are sums or exact selections, so ``torch.distributed`` ranks (each taking every
 ``world``-th sample) all-reduce their statistics into the table one process computes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +35,16 @@ from torch.nn import functional as F
 
 from dissect_core.nethook import Trace
 from dissect_core.segmenters import Segmenter, category_index
-from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
+from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
+from dissect_core.stats import IoUTally, LevelTally, TopImages, TopValues, quantile_rank
 from models.samples import z_tensor
 
 __all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction", "tally_thresholded"]
 
+THRESHOLDS = ("quantile", "iqr")
+CALIBRATION_IMAGES = 1000
+"""IQR mode: images whose activations give the candidate levels (fewer when a layer is large)."""
+CALIBRATION_VALUES = 1 << 24
 MAX_TOP_VALUES = 40_000_000
 """Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
 
@@ -51,6 +64,8 @@ class DissectConfig:
     label_size: int | None = None
     """Side of the label grid IoU is computed on; default half the image size (as gandissect)."""
     min_iou: float = 0.04
+    threshold: str = "quantile"
+    """``quantile``: every unit at its top-``quantile`` level; ``iqr``: each unit's most informative level."""
 
 
 @dataclass
@@ -70,6 +85,8 @@ class LayerTable:
     causal: dict[str, list[int]] = field(default_factory=dict)
     """Concept -> units ranked by causal effect (filled by ``causal.rank_units``)."""
     causal_effect: dict[str, list[float]] = field(default_factory=dict)
+    iqr: np.ndarray | None = None
+    """(units,) information quality ratio of each unit's chosen level and label (IQR mode only)."""
 
     @property
     def units(self) -> int:
@@ -93,6 +110,7 @@ class LayerTable:
             "interpretable": bool(row[best] > self.config.min_iou),
             "level": float(self.level[unit]),
             "q99": float(self.q99[unit]),
+            **({"iqr": float(self.iqr[unit])} if self.iqr is not None else {}),
             "top_images": [int(i) for i in self.top_images[unit]],
             "per_category": per_category,
         }
@@ -137,14 +155,18 @@ def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.T
         tally.add(up > level[None, :, None, None], labels[start:start + chunk])
 
 
-def _shard_batches(config: DissectConfig) -> list[list[int]]:
-    """This process's batches: every world-th batch of the one-process batch list, so each sample is
-    computed in the same batch as in a one-process run (bit-identical activations)."""
-    rank, world = 0, 1
+def _rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _shard_batches(config: DissectConfig) -> list[list[int]]:
+    """This process's batches: every world-th batch of the one-process batch list, so each sample is
+    computed in the same batch as in a one-process run (bit-identical activations)."""
+    rank, world = _rank_and_world()
     ids = list(range(config.first, config.first + config.samples))
     batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
     return batches[rank::world]
@@ -175,12 +197,16 @@ def dissect(
         raise ValueError("at least one layer is needed")
     if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
         raise ValueError("quantiles must be strictly between 0 and 1")
+    if config.threshold not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {config.threshold!r}")
     device = next(generator.parameters()).device
     z_dim = generator.z_dim
     batches = _shard_batches(config)
     shapes = {layer: generator.layer_shape(layer) for layer in layers}
     label_size = config.label_size or max(generator.resolution // 2, max(s[1] for s in shapes.values()))
-    total_batches = 2 * len(batches)
+    rank, world = _rank_and_world()
+    calibration = len(_calibration_batches(config)[rank::world]) if config.threshold == "iqr" else 0
+    total_batches = 2 * len(batches) + calibration
 
     def report(stage: str, done: int) -> None:
         if cancelled is not None and cancelled():
@@ -212,8 +238,15 @@ def dissect(
     levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
     q99 = {layer: tops[layer].quantile(config.insert_quantile) for layer in layers}
 
-    # pass 2: IoU with segmenter labels
+    # IQR mode: each unit's most informative level, chosen on the run's first images
     category_of = category_index(segmenter)
+    iqr = {}
+    if config.threshold == "iqr":
+        candidates = _calibration_levels(generator, layers, config, shapes)
+        levels, iqr = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size, category_of,
+                                         lambda done: report("calibrate", len(batches) + done))
+
+    # pass 2: IoU with segmenter labels
     tallies = {layer: IoUTally(shapes[layer][0], category_of, device) for layer in layers}
     for done, batch in enumerate(batches, start=1):
         z = z_tensor(batch, z_dim, seed=config.seed, device=device)
@@ -222,7 +255,7 @@ def dissect(
         labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
         for layer in layers:
             tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
-        report("iou", len(batches) + done)
+        report("iou", len(batches) + calibration + done)
     tables = {}
     for layer in layers:
         tallies[layer].all_reduce()
@@ -230,9 +263,62 @@ def dissect(
             layer=layer, shape=shapes[layer], labels=list(segmenter.labels), categories=list(segmenter.categories),
             iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
             top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
-            config=config,
+            config=config, iqr=iqr[layer].cpu().numpy() if layer in iqr else None,
         )
     return tables
+
+
+def _calibration_batches(config: DissectConfig) -> list[list[int]]:
+    """IQR calibration images (the run's first ones) in one-process batches."""
+    count = min(config.samples, CALIBRATION_IMAGES)
+    ids = list(range(config.first, config.first + count))
+    return [ids[i : i + config.batch_size] for i in range(0, count, config.batch_size)]
+
+
+def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers: Sequence[str],
+                       candidates: dict[str, torch.Tensor], config: DissectConfig, label_size: int,
+                       category_of: list[int], step: Callable[[int], None]) -> tuple[dict, dict]:
+    """Tally the calibration images at every candidate level (this rank's share of the batches,
+    all-reduced) and let each unit pick its level by IQR. Returns (levels, iqr) per layer."""
+    rank, world = _rank_and_world()
+    device = next(generator.parameters()).device
+    tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
+    for done, batch in enumerate(_calibration_batches(config)[rank::world], start=1):
+        z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
+        with Trace(generator, layers) as trace:
+            generated = generator(z)
+        labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
+        for layer in layers:
+            for start in range(0, labels.shape[0], 16):
+                up = upsample_to(trace[layer][start:start + 16].float(), label_size)
+                tallies[layer].add(up, labels[start:start + 16])
+        step(done)
+    levels, iqr = {}, {}
+    for layer in layers:
+        tallies[layer].all_reduce()
+        choice = choose_levels(tallies[layer].at_levels(), tallies[layer].levels, category_of)
+        levels[layer], iqr[layer] = choice.level, choice.iqr
+    return levels, iqr
+
+
+def _calibration_levels(generator: torch.nn.Module, layers: Sequence[str], config: DissectConfig,
+                        shapes: dict[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+    """Candidate levels per unit from the run's first images, computed alike in every process
+    (same batches as a one-process run, so the levels are bit-identical across ranks)."""
+    device = next(generator.parameters()).device
+    batches = _calibration_batches(config)
+    count = sum(len(b) for b in batches)
+    values: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    stride = {layer: max(1, math.ceil(count * h * w * units / CALIBRATION_VALUES))
+              for layer, (units, h, w) in shapes.items()}
+    for batch in batches:
+        z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
+        with Trace(generator, layers, stop=True) as trace:
+            generator(z)
+        for layer in layers:
+            acts = trace[layer].float()
+            values[layer].append(acts.permute(1, 0, 2, 3).reshape(acts.shape[1], -1)[:, :: stride[layer]])
+    return {layer: candidate_levels(torch.cat(values[layer], 1), FRACTIONS) for layer in layers}
 
 
 def interpretable_fraction(table: LayerTable) -> float:

@@ -23,7 +23,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-__all__ = ["Trace", "StopForward", "module_by_name", "layer_names", "count_hooks", "run_to"]
+__all__ = ["Trace", "StopForward", "module_by_name", "layer_names", "count_hooks", "run_to", "private_copy"]
 
 EditFn = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -147,3 +147,16 @@ def run_to(model: nn.Module, layers: str | Iterable[str], *args: object, **kwarg
     with Trace(model, layers, stop=True) as trace:
         model(*args, **kwargs)
     return dict(trace.outputs)
+
+
+def private_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose hooks nobody else sees.
+
+    Forward hooks belong to the module object, so a ``Trace`` on a model that another thread is
+    running (the server's executor rendering while a dissection or feature-visualisation job
+    hooks the same generator) would stop, edit or record that thread's forward passes too. Long
+    background work therefore hooks its own copy (weights are copied: tens of MB for our models).
+    """
+    import copy
+
+    return copy.deepcopy(module)

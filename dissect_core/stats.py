@@ -12,6 +12,8 @@ GPUs, resumed runs) merge into exactly what one pass over all the data gives:
 - ``IoUTally``: unit x label intersections, per-unit activation counts per category (counted only
   in images that carry that category: the category-aware denominators of NetDissect), and label
   pixel counts; int64 sums.
+- ``LevelTally``: the same counts for many candidate thresholds at once (activations bucketed
+  between per-unit candidate levels), from which the IQR threshold search picks each unit's level.
 
 All state lives on the device of the tensors fed in. ``state_dict`` / ``load_state_dict`` and
 ``merge`` exist on each; ``all_reduce`` merges across ``torch.distributed`` ranks.
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "quantile_rank"]
+__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "LevelTally", "quantile_rank"]
 
 
 def quantile_rank(total: int, quantile: float) -> int:
@@ -276,3 +278,91 @@ class IoUTally:
         self.unit_area = state["unit_area"].to(device)
         self.label_area = state["label_area"].to(device)
         self.images = int(state["images"])
+
+
+class LevelTally:
+    """Unit x label counts at every one of ``K`` candidate levels per unit, in one pass.
+
+    Each activation falls in bucket ``b`` = the number of the unit's candidate levels strictly below
+    it, so "activation > level k" is "bucket > k". Tallied per (unit, bucket): pixels per label
+    (``label_counts``), pixels overall (``unit_counts``) and pixels in images that carry each
+    category (``category_counts``, for category-aware denominators). ``at_levels`` turns them into
+    cumulative counts for every candidate level. int64 sums, so shards merge exactly.
+    """
+
+    def __init__(self, levels: torch.Tensor, category_of: Sequence[int]) -> None:
+        if levels.dim() != 2 or levels.shape[1] < 1:
+            raise ValueError(f"levels must be (units, candidates), got {tuple(levels.shape)}")
+        device = levels.device
+        self.levels = levels.float().sort(dim=1).values.contiguous()
+        self.units, self.candidates = self.levels.shape
+        self.buckets = self.candidates + 1
+        self.category_of = torch.as_tensor(list(category_of), dtype=torch.long, device=device)
+        self.labels = len(category_of)
+        self.categories = int(self.category_of.max().item()) + 1
+        self.label_counts = torch.zeros(self.units, self.buckets, self.labels, dtype=torch.int64, device=device)
+        self.unit_counts = torch.zeros(self.units, self.buckets, dtype=torch.int64, device=device)
+        self.category_counts = torch.zeros(self.units, self.buckets, self.categories, dtype=torch.int64, device=device)
+        self.label_area = torch.zeros(self.labels, dtype=torch.int64, device=device)
+        self.pixels = 0
+
+    def add(self, activations: torch.Tensor, label_maps: torch.Tensor) -> None:
+        """``activations``: (n, units, H, W) on the label grid; ``label_maps``: (n, channels, H, W)."""
+        n, units, h, w = activations.shape
+        if units != self.units or label_maps.shape[0] != n or label_maps.shape[2:] != (h, w):
+            raise ValueError(f"activations {tuple(activations.shape)} and labels {tuple(label_maps.shape)} do not match")
+        device = self.levels.device
+        values = activations.to(device).float().permute(1, 0, 2, 3).reshape(units, n * h * w).contiguous()
+        # bucket = number of the unit's levels strictly below the value, offset by the unit's row
+        cell = torch.searchsorted(self.levels, values) + torch.arange(units, device=device)[:, None] * self.buckets
+        per_image = cell.view(units, n, h * w) + (
+            torch.arange(n, device=device)[None, :, None] * (units * self.buckets))
+        image_counts = torch.bincount(per_image.flatten(), minlength=n * units * self.buckets)
+        image_counts = image_counts.view(n, units, self.buckets)
+        self.unit_counts += image_counts.sum(0)
+        label_maps = label_maps.to(device).long()
+        present = torch.zeros(n, self.categories, dtype=torch.bool, device=device)
+        cells = units * self.buckets
+        for channel in range(label_maps.shape[1]):
+            labels = label_maps[:, channel].reshape(n * h * w)
+            valid = labels > 0
+            self.label_area += torch.bincount(labels[valid], minlength=self.labels)[: self.labels]
+            image_of = torch.arange(n, device=device).repeat_interleave(h * w)
+            cats = self.category_of[labels].clamp(min=0) + image_of * self.categories
+            present |= torch.bincount(cats[valid], minlength=n * self.categories).view(n, self.categories) > 0
+            index = cell[:, valid] * self.labels + labels[valid][None, :]
+            counts = torch.bincount(index.flatten(), minlength=cells * self.labels)
+            self.label_counts += counts.view(units, self.buckets, self.labels)
+        self.category_counts += torch.einsum("nub,nc->ubc", image_counts.double(), present.double()).round().long()
+        self.pixels += n * h * w
+
+    def at_levels(self) -> dict[str, torch.Tensor]:
+        """Counts of "activation > candidate level k" for every k: ``intersection`` (units, K,
+        labels), ``unit_area`` (units, K), ``category_area`` (units, K, categories), plus
+        ``label_area`` and ``pixels``."""
+
+        def above(counts: torch.Tensor) -> torch.Tensor:  # sum over buckets b > k, for k < K
+            return counts.flip(1).cumsum(1).flip(1)[:, 1:]
+
+        return {"intersection": above(self.label_counts), "unit_area": above(self.unit_counts),
+                "category_area": above(self.category_counts), "label_area": self.label_area,
+                "pixels": torch.tensor(self.pixels, device=self.label_area.device)}
+
+    def merge(self, other: LevelTally) -> None:
+        if not torch.equal(self.levels, other.levels):
+            raise ValueError("level tallies with different candidate levels do not merge")
+        self.label_counts += other.label_counts
+        self.unit_counts += other.unit_counts
+        self.category_counts += other.category_counts
+        self.label_area += other.label_area
+        self.pixels += other.pixels
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is None:
+            return
+        for tensor in (self.label_counts, self.unit_counts, self.category_counts, self.label_area):
+            dist.all_reduce(tensor)
+        pixels = torch.tensor([self.pixels], dtype=torch.int64, device=self.label_area.device)
+        dist.all_reduce(pixels)
+        self.pixels = int(pixels.item())

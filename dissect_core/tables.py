@@ -78,8 +78,9 @@ def save_table(table: LayerTable, directory: str | os.PathLike[str], provenance:
         document["causal"] = table.causal
         document["causal_effect"] = table.causal_effect
         (staging / "table.json").write_text(json.dumps(document))
+        extra = {"iqr": table.iqr} if table.iqr is not None else {}
         np.savez(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
-                 top_images=table.top_images, top_scores=table.top_scores)
+                 top_images=table.top_images, top_scores=table.top_scores, **extra)
         backup = None
         if directory.exists():
             backup = directory.with_name(directory.name + ".old")
@@ -102,6 +103,7 @@ def load_table(directory: str | os.PathLike[str]) -> LayerTable:
             raise TableError(f"{directory}: table version {document.get('version')}, expected {TABLE_VERSION}")
         with np.load(directory / "arrays.npz") as arrays:
             data = {k: arrays[k] for k in ("iou", "level", "q99", "top_images", "top_scores")}
+            data["iqr"] = arrays["iqr"] if "iqr" in arrays.files else None
         table = LayerTable(
             layer=document["layer"], shape=tuple(document["shape"]), labels=[tuple(x) for x in document["labels"]],
             categories=list(document["categories"]), config=DissectConfig(**document["config"]),

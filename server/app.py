@@ -41,7 +41,8 @@ class AppState:
             torch.set_num_threads(settings.threads)
         self.metrics = Metrics()
         self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
-                               self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir)
+                               self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
+                               settings.dissect_threshold)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items)
         self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)

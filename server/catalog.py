@@ -22,6 +22,7 @@ import torch
 
 from dissect_core.causal import rank_units, single_unit_effects
 from dissect_core.gandissect import DissectConfig, LayerTable, dissect
+from dissect_core.nethook import private_copy
 from dissect_core.segmenters import Segmenter, load_segmenter
 from dissect_core.tables import TableError, cache_key, cached_table, load_table
 from models.checkpoints import file_sha256, load_generator
@@ -72,7 +73,7 @@ class Catalog:
 
     def __init__(self, default_model: str, models_dir: Path | None, cache_dir: Path, segmenter_spec: str | None,
                  device: torch.device, dissect_samples: int = 2000, causal_samples: int = 64,
-                 zoo_dir: Path | None = None) -> None:
+                 zoo_dir: Path | None = None, dissect_threshold: str = "iqr") -> None:
         self.default_model = default_model
         self.zoo_dir = zoo_dir
         self.models_dir = models_dir
@@ -81,6 +82,7 @@ class Catalog:
         self.device = device
         self.dissect_samples = dissect_samples
         self.causal_samples = causal_samples
+        self.dissect_threshold = dissect_threshold
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
         self._segmenter: Segmenter | None = None
@@ -183,7 +185,7 @@ class Catalog:
         try:
             segmenter = self.segmenter()
             assert segmenter is not None
-            config = DissectConfig(samples=self.dissect_samples)
+            config = DissectConfig(samples=self.dissect_samples, threshold=self.dissect_threshold)
             identity = getattr(segmenter, "identity", self.segmenter_spec)
             key = cache_key(model.sha256, layer, config, f"{identity}|causal={self.causal_samples}")
 
@@ -192,14 +194,15 @@ class Catalog:
 
             def compute() -> LayerTable:
                 log.info("dissecting %s %s on %d samples", model.id, layer, config.samples)
-                table = dissect(model.generator, [layer], segmenter, config, progress)[layer]
+                generator = private_copy(model.generator)  # the executor renders with the shared one
+                table = dissect(generator, [layer], segmenter, config, progress)[layer]
                 if self.causal_samples:
                     ids = list(range(config.samples, config.samples + self.causal_samples))
 
                     def causal_progress(stage: str, done: int, total: int) -> None:
                         state.progress = 0.7 + 0.3 * done / max(total, 1)
 
-                    rank_units(table, single_unit_effects(model.generator, layer, segmenter, ids,
+                    rank_units(table, single_unit_effects(generator, layer, segmenter, ids,
                                                           progress=causal_progress))
                 return table
 

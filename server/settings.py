@@ -7,6 +7,7 @@ address, CORS off, bounded queue, message and body sizes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)
     causal_samples: int = Field(64, ge=0, le=10_000)
+    dissect_threshold: Literal["quantile", "iqr"] = "iqr"
+    """How tables built by the server set unit levels (see ``dissect_core.iqr``)."""
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Exact match against the allow-list (non-browser clients without Origin pass)."""

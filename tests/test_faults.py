@@ -131,8 +131,27 @@ def test_no_token_in_logs(tiny_zoo: Path, tmp_path: Path, caplog) -> None:  # no
             client.get("/api/models", headers={"authorization": "Bearer wrong"})
             with client.websocket_connect("/ws/paint", headers={**ORIGIN}, subprotocols=["ganpaint.v1", f"token.{secret}"]) as ws:
                 ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
-                ws.receive_text()
+                assert json.loads(ws.receive_text())["type"] == "image"
                 ws.receive_bytes()
             assert secret not in client.get("/readyz").text and secret not in client.get("/metrics").text
     assert secret not in caplog.text
     assert "SecretStr('**********')" in repr(make_settings(tiny_zoo, tmp_path, token=secret).token)
+
+
+def test_renders_while_the_table_builds(tiny_zoo: Path, tmp_path: Path) -> None:
+    """The background dissection hooks its own copy of the generator: renders on the shared one
+    during the build are neither stopped nor recorded by its hooks (they were: StopForward)."""
+    from dissect_core.nethook import count_hooks
+
+    app = create_app(make_settings(tiny_zoo, tmp_path, dissect_samples=400, causal_samples=0))
+    with TestClient(app) as client:
+        generator = app.state.ganpaint.catalog.get("tiny").generator
+        with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
+            for seq in range(1, 30):
+                ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": seq, "recipe": recipe(sample=seq)}))
+                header = json.loads(ws.receive_text())
+                assert header["type"] == "image", header
+                ws.receive_bytes()
+                assert count_hooks(generator) == 0
+        app.state.ganpaint.catalog.wait(120)
+        assert client.get("/readyz").json()["models"][0]["tables"]["layer4"]["status"] == "ready"

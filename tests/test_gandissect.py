@@ -135,9 +135,11 @@ def test_table_round_trip_and_cache(tmp_path: Path, generator: ProgressiveGenera
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
-def test_two_processes_give_the_same_table(tmp_path: Path, generator: ProgressiveGenerator) -> None:
+@pytest.mark.parametrize("threshold", ["quantile", "iqr"])
+def test_two_processes_give_the_same_table(tmp_path: Path, generator: ProgressiveGenerator, threshold: str) -> None:
     ckpt = save_weights(generator.state_dict(), tmp_path / "g.safetensors")
     common = ["--model", str(ckpt), "--layer", "layer4", "--layer", "layer2", "--samples", "20", "--batch-size", "3",
+              "--threshold", threshold,
               "--segmenter", "tests.fake_segmenter:make", "--causal-samples", "0", "--no-report", "--no-progress",
               "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
@@ -150,6 +152,6 @@ def test_two_processes_give_the_same_table(tmp_path: Path, generator: Progressiv
     assert two.returncode == 0, two.stderr[-3000:]
     for layer in ("layer4", "layer2"):
         a, b = load_table(tmp_path / "one" / layer), load_table(tmp_path / "two" / layer)
-        for name in ("iou", "level", "q99", "top_images", "top_scores"):
+        for name in ("iou", "level", "q99", "top_images", "top_scores") + (("iqr",) if threshold == "iqr" else ()):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{layer} {name}")
     assert json.loads((tmp_path / "two" / "layer4" / "table.json").read_text())["provenance"]["processes"] == 2

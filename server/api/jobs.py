@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dissect_core.nethook import private_copy
 from server.api.cam import _classifier
 from server.api.deps import get_model, get_state, require_token
 from server.api.errors import ApiError, responses
@@ -58,6 +59,8 @@ class DissectRequest(Strict):
     layer: str = Field(pattern=LAYER_PATTERN)
     samples: int = Field(2000, ge=10, le=20_000)
     quantile: float = Field(0.01, gt=0, lt=0.5)
+    threshold: Literal["quantile", "iqr"] = "iqr"
+    """``iqr``: each unit's most informative level (gandissect's GAN default); ``quantile``: top ``quantile``."""
 
 
 def _check_layer(model: torch.nn.Module, layer: str) -> None:
@@ -91,14 +94,16 @@ def start_featviz(request: FeatvizRequest, state=Depends(get_state)) -> JSONResp
 
         gen = torch.Generator().manual_seed(request.seed)
         batch = len(request.units)
+        model = private_copy(classifier)
         if request.param == "gan":
-            param = GeneratorPrior(state.catalog.get(state.settings.default_model).generator, batch, 64, gen)
+            param = GeneratorPrior(private_copy(state.catalog.get(state.settings.default_model).generator), batch, 64,
+                                   gen)
         else:
             param = (FFTImage if request.param == "fft" else PixelImage)(batch, 64, generator=gen)
         objective = channel(request.layer, request.units[0], batch=0)
         for i, unit in enumerate(request.units[1:], start=1):
             objective = objective + channel(request.layer, unit, batch=i)
-        result = render(classifier, objective, param, request.steps, request.lr, Transforms(), request.seed,
+        result = render(model, objective, param, request.steps, request.lr, Transforms(), request.seed,
                         progress=lambda step, total, value: job.report(step / total, f"objective {value:.3f}"),
                         cancelled=job.cancelled)
         Image.fromarray(to_uint8_grid(result.images)).save(job.directory / "featviz.png")
@@ -122,9 +127,10 @@ def start_netdissect(request: NetDissectRequest, state=Depends(get_state)) -> JS
 
         job.report(0.0, "exporting the probe set")
         probe = BrodenDataset(ensure_world_probe(request.samples, cancelled=job.cancelled))
-        table = netdissect(classifier, [request.layer], probe, NetDissectConfig(quantile=request.quantile,
+        model = private_copy(classifier)
+        table = netdissect(model, [request.layer], probe, NetDissectConfig(quantile=request.quantile,
                            limit=request.samples), progress=_progress(job), cancelled=job.cancelled)[request.layer]
-        summary = write_outputs(classifier, table, probe, job.directory, strips=10)
+        summary = write_outputs(model, table, probe, job.directory, strips=10)
         return {**summary, "table": "netdissect.json", "tally": "tally.csv"}
 
     return _submit(state, "netdissect", request.model_dump(), work)
@@ -141,11 +147,12 @@ def start_topk(request: TopkRequest, state=Depends(get_state)) -> JSONResponse: 
         from server.commands.explain_common import world_images
 
         source = world_images(request.count, cancelled=job.cancelled)
-        result = top_activating(classifier, request.layer, source, request.k,
+        model = private_copy(classifier)
+        result = top_activating(model, request.layer, source, request.k,
                                 progress=lambda done, total: job.report(done / total, "scanning images"),
                                 cancelled=job.cancelled)
         units = [u for u in request.units if u < result.indices.shape[0]]
-        files = write_strips(classifier, result, source, job.directory, units, count=min(request.k, 8))
+        files = write_strips(model, result, source, job.directory, units, count=min(request.k, 8))
         return {"units": [{"unit": u, "image": f.name, "top_images": [int(i) for i in result.indices[u]]}
                           for u, f in zip(units, files)]}
 
@@ -166,8 +173,9 @@ def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResp
         from dissect_core.gandissect import DissectConfig, dissect, interpretable_fraction
         from dissect_core.tables import save_table
 
-        config = DissectConfig(samples=request.samples, quantile=request.quantile)
-        table = dissect(model.generator, [request.layer], segmenter, config, _progress(job), job.cancelled)[request.layer]
+        config = DissectConfig(samples=request.samples, quantile=request.quantile, threshold=request.threshold)
+        generator = private_copy(model.generator)
+        table = dissect(generator, [request.layer], segmenter, config, _progress(job), job.cancelled)[request.layer]
         save_table(table, job.directory / "table", {"model": model.id, "model_sha256": model.sha256})
         return {"interpretable_fraction": interpretable_fraction(table),
                 "detectors_per_category": table.detectors_per_category(), "table": "table/table.json"}

@@ -34,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="zoo id, or package.module:factory for your own segmenter (see docs/dissection.md)")
     parser.add_argument("--seed", type=int, default=1, help="z stream seed (default 1, the GANPaint ids)")
     parser.add_argument("--first", type=int, default=0, help="first sample id (default 0)")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quantile", type=float, default=0.01, help="top fraction defining unit masks (default 0.01)")
+    parser.add_argument("--threshold", choices=["quantile", "iqr"], default="quantile",
+                        help="unit levels: fixed top --quantile (default) or each unit's most informative level "
+                             "(information quality ratio, gandissect's GAN mode)")
     parser.add_argument("--causal-samples", type=int, default=64,
                         help="samples for the causal ranking (single-unit ablations; 0 skips it)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report and image strips")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", rank % torch.cuda.device_count())
         generator.to(device)
     config = DissectConfig(samples=args.samples, seed=args.seed, first=args.first, batch_size=args.batch_size,
-                           quantile=args.quantile)
+                           quantile=args.quantile, threshold=args.threshold)
     bar = tqdm(total=1, disable=args.no_progress or rank != 0, desc="dissect", unit="batch")
 
     def progress(stage: str, done: int, total: int) -> None:
