@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--brush", default="tree")
     parser.add_argument("--zoo-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="GANPAINT_PRECISION of the ganpaint server (the baseline is always float32)")
     args = parser.parse_args()
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GANPAINT_DEFAULT_MODEL": args.model}
@@ -118,7 +120,7 @@ def main() -> None:
         env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
     port, base_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              cwd=ROOT, env={**env, "GANPAINT_PRECISION": args.precision}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     baseline = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
                                  "--model", args.model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []),
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -149,7 +151,8 @@ def main() -> None:
                             / max(results["baseline_http_jpeg"][n]["edits_per_second"], 1e-9), 2)
                    for n in results["ganpaint_ws"]}
         print(json.dumps({"benchmark": "serve_latency", "model": args.model, "image_size": size,
-                          "seconds_per_setting": args.seconds, "threads": args.threads, "results": results,
+                          "seconds_per_setting": args.seconds, "threads": args.threads,
+                          "precision": args.precision, "results": results,
                           "throughput_ratio_vs_baseline": speedup}, indent=2))
     finally:
         for proc in (server, baseline):

@@ -23,7 +23,7 @@ from server.catalog import Catalog
 from server.devices import resolve_device
 from server.jobs import JobManager
 from server.metrics import Metrics
-from server.runtime import InferenceExecutor
+from server.runtime import InferenceExecutor, resolve_precision
 from server.settings import Settings
 
 __all__ = ["create_app", "AppState"]
@@ -44,7 +44,8 @@ class AppState:
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
                                settings.dissect_threshold)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
-                                          settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items)
+                                          settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items,
+                                          resolve_precision(settings.precision, self.device))
         self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
         self.classifier: torch.nn.Module | None = None
         self.ready = False

@@ -27,13 +27,14 @@ import torch
 from PIL import Image
 
 from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps
+from dissect_core.nethook import private_copy
 from models.imaging import to_uint8
 from models.samples import z_tensor
 from server.catalog import Catalog, LoadedModel
 from server.metrics import Metrics
 from server.schemas import Recipe
 
-__all__ = ["InferenceExecutor", "RenderResult", "RenderError", "Busy", "Superseded", "FeatureCache"]
+__all__ = ["InferenceExecutor", "resolve_precision", "RenderResult", "RenderError", "Busy", "Superseded", "FeatureCache"]
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,31 @@ class FeatureCache:
         return len(self._items)
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 where the hardware computes it natively (CUDA; CPUs with AMX or
+    AVX512-BF16, through oneDNN), else float32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    supported = device.type == "cpu" and torch.backends.mkldnn.is_available()
+    try:
+        supported = supported and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        supported = False
+    return torch.bfloat16 if supported else torch.float32
+
+
 class InferenceExecutor:
     def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = 8,
-                 batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512) -> None:
+                 batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.catalog = catalog
+        self.dtype = dtype
+        """Precision of the layers after the edit layer (features and edits stay float32)."""
+        self._render_copies: dict[str, torch.nn.Module] = {}
         self.metrics = metrics
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000
@@ -319,7 +341,8 @@ class InferenceExecutor:
                 maps = [edit_maps(strokes, shape, features.device) for _, strokes in ready]
                 a = torch.stack([m[0] for m in maps])
                 b = torch.stack([m[1] for m in maps])
-                images = generator.forward_from(layer, apply_edit(features, a, b))
+                edited = apply_edit(features, a, b)
+                images = self._renderer(model).forward_from(layer, edited.to(self.dtype)).float()
                 pixels = to_uint8(images)
         except Exception as exc:
             log.exception("render batch failed")
@@ -348,6 +371,16 @@ class InferenceExecutor:
             self.metrics.latency.labels(stage="compute").observe(compute)
             request.state = "done"
             self._resolve(request, RenderResult(data, fmt, pixels.shape[2], pixels.shape[1], timings, len(ready)))
+
+    def _renderer(self, model: LoadedModel) -> torch.nn.Module:
+        """The generator in the executor's precision (a converted copy, made once per model)."""
+        if self.dtype == torch.float32:
+            return model.generator
+        copy = self._render_copies.get(model.id)
+        if copy is None:
+            copy = private_copy(model.generator).to(self.dtype)
+            self._render_copies[model.id] = copy
+        return copy
 
     def _finish_error(self, request: RenderRequest, error: RenderError) -> None:
         request.state = "done"

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
+from models.zoo import list_zoo
 from server.app import create_app
 from server.schemas import MaskSpec
 from server.settings import Settings
@@ -23,7 +25,7 @@ ORIGIN = {"origin": "http://127.0.0.1:8000"}  # copy it per use: the TestClient 
 def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
     values = {"zoo_dir": tiny_zoo, "default_model": "tiny", "segmenter": "tiny/segmenter", "cache_dir": tmp / "cache",
               "classifier": "tiny/classifier",
-              "dissect_samples": 40, "causal_samples": 4, "device": "cpu", **extra}
+              "dissect_samples": 40, "causal_samples": 4, "device": "cpu", "precision": "fp32", **extra}
     return Settings(**values)
 
 
@@ -66,17 +68,41 @@ def test_health_and_models(client: TestClient) -> None:
 def test_sample_png_is_the_generator_output(client: TestClient) -> None:
     from models.imaging import to_uint8
     from models.samples import z_tensor
-    from models.zoo import load_model
 
     response = client.get("/api/models/tiny/samples/3.png")
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     generator = client.app.state.ganpaint.catalog.get("tiny").generator
-    import torch
-
     with torch.no_grad():
         expected = to_uint8(generator(z_tensor([3], generator.z_dim)))[0]
     assert np.array_equal(png(response.content), expected.astype(int))
-    assert load_model  # imported for symmetry with the zoo path
+
+
+@pytest.mark.skipif("world64" not in list_zoo(), reason="needs the world64 zoo model")
+def test_bf16_rendering_is_close_to_fp32_and_undo_is_exact(tiny_zoo: Path, tmp_path: Path) -> None:
+    """``precision=bf16`` renders the layers after the edit layer in bfloat16: pixels stay within a
+    few levels of float32, and a recipe always gives the same bytes (undo restores the original)."""
+    from models.imaging import to_uint8
+    from models.samples import z_tensor
+    from models.zoo import load_model
+
+    settings = make_settings(tiny_zoo, tmp_path, default_model="world64", zoo_dir=None, segmenter="world64/segmenter",
+                             classifier="world64/classifier", precision="bf16")
+    generator = load_model("world64")
+    with torch.no_grad():
+        expected = to_uint8(generator(z_tensor([7], generator.z_dim)))[0].astype(int)
+    with TestClient(create_app(settings)) as bf16_client:
+        assert bf16_client.app.state.ganpaint.executor.dtype == torch.bfloat16
+        first = bf16_client.get("/api/models/world64/samples/7.png").content
+        diff = np.abs(png(first) - expected)
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, (diff.mean(), diff.max())
+        assert not np.array_equal(png(first), expected)  # it really ran in bfloat16
+        mask = np.zeros((64, 64), bool)
+        mask[40:60, 10:40] = True
+        stroke = {"brush": "tree", "action": "add", "strength": 0.8, "mask": MaskSpec.from_array(mask).model_dump()}
+        edited = bf16_client.post("/api/render", json={"v": 1, "model": "world64", "sample": 7, "strokes": [stroke]})
+        assert edited.status_code == 200 and edited.content != first
+        undone = bf16_client.post("/api/render", json={"v": 1, "model": "world64", "sample": 7, "strokes": []})
+        assert undone.content == first
 
 
 def test_render_add_changes_the_painted_region_and_undo_restores(client: TestClient) -> None:
