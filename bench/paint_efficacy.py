@@ -8,9 +8,12 @@ Uses the table's rankings (causal where measured, else IoU) on samples not used 
 - Ablation: for every concept, the share of its pixels (as the segmenter sees them) removed by
   setting its top 2 %, 4 %, 8 % and 16 % units to zero, measured on the samples where it is present.
 - Insertion: 2x2-cell regions of the edit layer where the concept is absent, by context
-  (``ground``: mostly grass or road; ``sky``: mostly sky or cloud; ``building_top``: sky above a
-  building's top edge). The region is painted with the concept's top 8 % units at their q99 level
-  (the painter's default strength); success = the concept covers >= ``min_pixels`` pixels inside it.
+  (``ground``: at least half grass, road or water; ``sky``: mostly sky or cloud; ``building_top``:
+  sky above a building's top edge). Success = the concept covers >= ``min_pixels`` pixels inside
+  the region after painting. Three ways are reported: ``units_q99`` (the concept's top 8 % units
+  at their q99 level, as GANPaint), and the painter's brush (``dissect_core.intervene.brush_edit``:
+  the concept's mean feature where the table has it) at the default strength 0.5 (``brush_0.5``)
+  and at full strength (``brush_1.0``).
 
 Prints one JSON document.
 """
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from dissect_core.causal import ablation_effect, insertion_effect, label_counts
+from dissect_core.intervene import brush_edit
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
 from models.samples import z_tensor
@@ -37,7 +41,7 @@ FRACTIONS = (0.02, 0.04, 0.08, 0.16)
 
 def region_chooser(concept: int, rng: np.random.Generator, grid: int):  # noqa: ANN201
     sky = [label_id("sky"), label_id("cloud")]
-    ground = [label_id("grass"), label_id("road")]
+    ground = [label_id("grass"), label_id("road"), label_id("water")]
     building = label_id("building")
 
     def choose(labels: torch.Tensor) -> list[tuple[int, int, int, int, int, str]]:
@@ -55,7 +59,7 @@ def region_chooser(concept: int, rng: np.random.Generator, grid: int):  # noqa: 
                 for x in range(grid - 1):
                     if has_concept[y:y + 2, x:x + 2].any():
                         continue
-                    if ground_f[y:y + 2, x:x + 2].mean() >= 0.75:
+                    if ground_f[y:y + 2, x:x + 2].mean() >= 0.5:
                         candidates["ground"].append((y, x))
                     if sky_f[y:y + 2, x:x + 2].mean() >= 0.75:
                         candidates["sky"].append((y, x))
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=10000)
     parser.add_argument("--max-present", type=int, default=300, help="ablation: at most this many samples per concept")
     parser.add_argument("--min-pixels", type=int, default=8)
+    parser.add_argument("--insert-samples", type=int, default=200, help="insertion: the first this many samples")
     parser.add_argument("--concepts", nargs="*", help="default: every object and material concept")
     args = parser.parse_args()
 
@@ -97,7 +102,6 @@ def main() -> None:
             counts.append(label_counts(segmenter(generator(z_tensor(batch, generator.z_dim)).clamp(-1, 1)), n_labels))
     counts = torch.cat(counts).numpy()
     names = args.concepts or [name for n, (name, cat) in enumerate(table.labels) if cat in ("object", "material")]
-    rng = np.random.default_rng(0)
     report: dict[str, dict] = {}
     for name in names:
         number = table.label_number(name)
@@ -110,9 +114,15 @@ def main() -> None:
             entry["ablation_removed"] = {f"{f:.0%}": round(r, 4) for f, r in zip(FRACTIONS, removed)}
         k = max(1, round(0.08 * units))
         top = ranking[:k]
-        entry["insertion"] = insertion_effect(
-            generator, layer, segmenter, number, top, [float(table.q99[u]) for u in top], ids[: min(300, len(ids))],
-            region_chooser(number, rng, grid), min_pixels=args.min_pixels)
+        ways = {"units_q99": (top, [float(table.q99[u]) for u in top], 1.0)}
+        for strength in (0.5, 1.0):
+            ways[f"brush_{strength}"] = brush_edit(table, name, "add", strength)
+        entry["insertion_mode"] = "feature" if table.concept_feature(name) is not None else "units"
+        entry["insertion"] = {}
+        for way, (chosen, values, alpha) in ways.items():
+            entry["insertion"][way] = insertion_effect(
+                generator, layer, segmenter, number, chosen, values, ids[: args.insert_samples],
+                region_chooser(number, np.random.default_rng(0), grid), min_pixels=args.min_pixels, alpha=alpha)
         report[name] = entry
     at8 = {n: e["ablation_removed"]["8%"] for n, e in report.items() if "ablation_removed" in e}
     print(json.dumps({

@@ -100,9 +100,11 @@ def ablation_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter
 def insertion_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter, concept_number: int,
                      units: Sequence[int], values: Sequence[float], ids: Sequence[int],
                      choose_regions: Callable[[torch.Tensor], list[tuple[int, int, int, int, int, str]]],
-                     seed: int = 1, batch_size: int = 16, min_pixels: int = 1) -> dict[str, dict[str, float]]:
+                     seed: int = 1, batch_size: int = 16, min_pixels: int = 1, alpha: float = 1.0
+                     ) -> dict[str, dict[str, float]]:
     """Insert ``units`` in layer-grid regions where the concept is absent; success rate per context.
 
+    Inside a region each unit becomes ``x (1 - alpha) + value alpha`` (the painter's rule).
     ``choose_regions(labels)`` gets the unedited label maps (N, C, H, W) of a batch and returns
     ``(image, y0, x0, y1, x1, context)`` rectangles of layer cells (exclusive ends) to paint. A region
     succeeds when, after the edit, the concept covers at least ``min_pixels`` pixels inside it.
@@ -120,7 +122,8 @@ def insertion_effect(generator: torch.nn.Module, layer: str, segmenter: Segmente
             continue
         edited = x[[r[0] for r in regions]].clone()
         for row, (_, y0, x0, y1, x1, _) in enumerate(regions):
-            edited[row, unit_index, y0:y1, x0:x1] = value
+            inside = edited[row, unit_index, y0:y1, x0:x1]
+            edited[row, unit_index, y0:y1, x0:x1] = inside * (1 - alpha) + value * alpha
         after = segmenter(generator.forward_from(layer, edited).clamp(-1, 1))
         side_h, side_w = after.shape[-2] // h, after.shape[-1] // w
         for row, (_, y0, x0, y1, x1, context) in enumerate(regions):

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from dissect_core.nethook import Trace
 from dissect_core.segmenters import Segmenter, category_index
 from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
-from dissect_core.stats import IoUTally, LevelTally, TopImages, TopValues, quantile_rank
+from dissect_core.stats import ConceptFeatures, IoUTally, LevelTally, TopImages, TopValues, quantile_rank
 from models.samples import z_tensor
 
 __all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction", "tally_thresholded"]
@@ -87,6 +87,17 @@ class LayerTable:
     causal_effect: dict[str, list[float]] = field(default_factory=dict)
     iqr: np.ndarray | None = None
     """(units,) information quality ratio of each unit's chosen level and label (IQR mode only)."""
+    concept_features: np.ndarray | None = None
+    """(labels, units) mean feature where each label covers >= half a cell: what a brush adds."""
+    concept_cells: np.ndarray | None = None
+    """(labels,) how many cells that mean is over (0: the label never covered a cell)."""
+
+    def concept_feature(self, concept: str) -> np.ndarray | None:
+        """The concept's insertion vector, or None when the table has none for it."""
+        if self.concept_features is None or self.concept_cells is None:
+            return None
+        number = self.label_number(concept)
+        return self.concept_features[number] if self.concept_cells[number] > 0 else None
 
     @property
     def units(self) -> int:
@@ -248,6 +259,7 @@ def dissect(
 
     # pass 2: IoU with segmenter labels
     tallies = {layer: IoUTally(shapes[layer][0], category_of, device) for layer in layers}
+    features = {layer: ConceptFeatures(shapes[layer][0], len(category_of), device) for layer in layers}
     for done, batch in enumerate(batches, start=1):
         z = z_tensor(batch, z_dim, seed=config.seed, device=device)
         with Trace(generator, layers) as trace:
@@ -255,15 +267,19 @@ def dissect(
         labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
         for layer in layers:
             tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
+            if label_size % shapes[layer][1] == 0:
+                features[layer].add(trace[layer].float(), labels)
         report("iou", len(batches) + calibration + done)
     tables = {}
     for layer in layers:
         tallies[layer].all_reduce()
+        features[layer].all_reduce()
         tables[layer] = LayerTable(
             layer=layer, shape=shapes[layer], labels=list(segmenter.labels), categories=list(segmenter.categories),
             iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
             top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
             config=config, iqr=iqr[layer].cpu().numpy() if layer in iqr else None,
+            concept_features=features[layer].mean().cpu().numpy(), concept_cells=features[layer].cells.cpu().numpy(),
         )
     return tables
 

@@ -12,6 +12,9 @@ GPUs, resumed runs) merge into exactly what one pass over all the data gives:
 - ``IoUTally``: unit x label intersections, per-unit activation counts per category (counted only
   in images that carry that category: the category-aware denominators of NetDissect), and label
   pixel counts; int64 sums.
+- ``ConceptFeatures``: per label, the sum of the layer's feature vectors over the cells the label
+  covers at least half of, and the number of such cells (float64 sums; the mean is the concept's
+  insertion vector).
 - ``LevelTally``: the same counts for many candidate thresholds at once (activations bucketed
   between per-unit candidate levels), from which the IQR threshold search picks each unit's level.
 
@@ -25,8 +28,9 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.nn import functional as F
 
-__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "LevelTally", "quantile_rank"]
+__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "LevelTally", "ConceptFeatures", "quantile_rank"]
 
 
 def quantile_rank(total: int, quantile: float) -> int:
@@ -366,3 +370,47 @@ class LevelTally:
         pixels = torch.tensor([self.pixels], dtype=torch.int64, device=self.label_area.device)
         dist.all_reduce(pixels)
         self.pixels = int(pixels.item())
+
+
+class ConceptFeatures:
+    """Mean layer feature of each label over the cells it covers at least ``min_share`` of.
+
+    Cells are the layer's grid; the label maps' side must be a multiple of it. A pixel counts for
+    its label in every channel (categories have disjoint labels). Sums are float64 in a fixed
+    order per batch, so one process and a sharded run agree to float rounding of the final sum.
+    """
+
+    def __init__(self, units: int, labels: int, device: torch.device | str = "cpu", min_share: float = 0.5) -> None:
+        self.units, self.labels, self.min_share = units, labels, min_share
+        self.feature_sum = torch.zeros(labels, units, dtype=torch.float64, device=device)
+        self.cells = torch.zeros(labels, dtype=torch.int64, device=device)
+
+    def add(self, features: torch.Tensor, label_maps: torch.Tensor) -> None:
+        """``features``: (n, units, h, w); ``label_maps``: (n, channels, H, W) with H a multiple of h."""
+        n, units, h, w = features.shape
+        side = label_maps.shape[-1]
+        if units != self.units or label_maps.shape[0] != n or side % w or label_maps.shape[-2] % h:
+            raise ValueError(f"features {tuple(features.shape)} and labels {tuple(label_maps.shape)} do not match")
+        device = self.feature_sum.device
+        share = torch.zeros(n, self.labels, h, w, dtype=torch.float32, device=device)
+        for channel in range(label_maps.shape[1]):
+            onehot = F.one_hot(label_maps[:, channel].to(device).long(), self.labels).permute(0, 3, 1, 2).float()
+            share += F.adaptive_avg_pool2d(onehot, (h, w))
+        covered = share >= self.min_share
+        covered[:, 0] = False
+        self.feature_sum += torch.einsum("nlhw,nuhw->lu", covered.double(), features.to(device).double())
+        self.cells += covered.sum((0, 2, 3))
+
+    def mean(self) -> torch.Tensor:
+        """(labels, units) mean feature (zeros for labels that covered no cell)."""
+        return (self.feature_sum / self.cells.clamp(min=1)[:, None]).float()
+
+    def merge(self, other: ConceptFeatures) -> None:
+        self.feature_sum += other.feature_sum
+        self.cells += other.cells
+
+    def all_reduce(self) -> None:
+        dist = _dist()
+        if dist is not None:
+            dist.all_reduce(self.feature_sum)
+            dist.all_reduce(self.cells)

@@ -50,6 +50,7 @@ def table_json(table: LayerTable, provenance: dict[str, Any] | None = None) -> d
             "ranking_metric": "causal" if name in table.causal else "iou",
             "best_iou": float(column.max()),
             "detectors": int((column > table.config.min_iou).sum()),
+            "insertion": "feature" if table.concept_feature(name) is not None else "units",
         }
         if name in table.causal_effect:
             concepts[name]["causal_effect"] = table.causal_effect[name][:64]
@@ -78,7 +79,8 @@ def save_table(table: LayerTable, directory: str | os.PathLike[str], provenance:
         document["causal"] = table.causal
         document["causal_effect"] = table.causal_effect
         (staging / "table.json").write_text(json.dumps(document))
-        extra = {"iqr": table.iqr} if table.iqr is not None else {}
+        extra = {name: getattr(table, name) for name in ("iqr", "concept_features", "concept_cells")
+                 if getattr(table, name) is not None}
         np.savez(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
                  top_images=table.top_images, top_scores=table.top_scores, **extra)
         backup = None
@@ -103,7 +105,8 @@ def load_table(directory: str | os.PathLike[str]) -> LayerTable:
             raise TableError(f"{directory}: table version {document.get('version')}, expected {TABLE_VERSION}")
         with np.load(directory / "arrays.npz") as arrays:
             data = {k: arrays[k] for k in ("iou", "level", "q99", "top_images", "top_scores")}
-            data["iqr"] = arrays["iqr"] if "iqr" in arrays.files else None
+            for name in ("iqr", "concept_features", "concept_cells"):  # absent in older tables
+                data[name] = arrays[name] if name in arrays.files else None
         table = LayerTable(
             layer=document["layer"], shape=tuple(document["shape"]), labels=[tuple(x) for x in document["labels"]],
             categories=list(document["categories"]), config=DissectConfig(**document["config"]),

@@ -239,9 +239,9 @@ class Catalog:
     # --- brushes --------------------------------------------------------------------------------
     def brushes(self, model: LoadedModel, layer: str) -> list[dict[str, Any]]:
         """Concepts with a detector unit (IoU above the table's threshold) or a measured causal effect
-        (ablating the best unit alone removes >= 0.5 % of its pixels): ranked units and their levels.
-        Large regions (sky, grass) rarely pass the IoU test at a top-1 % threshold but are painted
-        well by their causal units."""
+        (ablating the best unit alone removes >= 0.5 % of its pixels): ranked units and their levels,
+        and how "add" inserts (``feature``: the concept's mean feature on every unit; ``units``: the
+        ranked units at their levels)."""
         table = self.table(model, layer)
         if table is None:
             return []
@@ -261,6 +261,7 @@ class Catalog:
                 "ranking": "causal" if name in table.causal else "iou",
                 "units": ranking, "levels": [round(float(table.q99[u]), 5) for u in ranking],
                 "best_iou": round(float(column.max()), 4),
+                "insertion": "feature" if table.concept_feature(name) is not None else "units",
             })
         return sorted(out, key=lambda b: (b["category"] != "object", b["name"]))
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps
+from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps
 from dissect_core.nethook import private_copy
 from models.imaging import to_uint8
 from models.samples import z_tensor
@@ -443,10 +443,11 @@ class InferenceExecutor:
                                           "explicit units", "no_brushes", 422)
                     raise RenderError(f"brushes of {model.id}/{layer} are not ready yet", "tables_not_ready", 503)
                 try:
-                    ranking = table.concept_ranking(spec.brush)
+                    units, values, alpha = brush_edit(table, spec.brush, spec.action, spec.strength)
                 except KeyError:
                     raise RenderError(f"unknown brush {spec.brush!r}", "unknown_brush", 422) from None
-                units, values = brush_units(ranking, table.q99, spec.strength, channels)
+                strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft, alpha))
+                continue
             else:
                 bad = [u for u in spec.units or [] if u >= channels]
                 if bad:

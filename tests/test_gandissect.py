@@ -154,4 +154,24 @@ def test_two_processes_give_the_same_table(tmp_path: Path, generator: Progressiv
         a, b = load_table(tmp_path / "one" / layer), load_table(tmp_path / "two" / layer)
         for name in ("iou", "level", "q99", "top_images", "top_scores") + (("iqr",) if threshold == "iqr" else ()):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"{layer} {name}")
+        np.testing.assert_array_equal(a.concept_cells, b.concept_cells)
+        np.testing.assert_allclose(a.concept_features, b.concept_features, rtol=1e-6)  # float64 sums, other order
     assert json.loads((tmp_path / "two" / "layer4" / "table.json").read_text())["provenance"]["processes"] == 2
+
+
+def test_concept_features_are_mean_features_of_covered_cells(generator: ProgressiveGenerator) -> None:
+    config = DissectConfig(samples=12, batch_size=5, label_size=16)
+    table = dissect(generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
+    z = z_tensor(range(12), generator.z_dim)
+    with torch.no_grad():
+        acts = generator.forward_to("layer4", z)
+        images = generator.forward_from("layer4", acts)
+    labels = ColourRuleSegmenter()(images.clamp(-1, 1))[..., 1::2, 1::2].numpy()  # (12, 2, 16, 16)
+    feats = acts.numpy()
+    for label in range(1, 4):
+        share = (labels == label).sum(1).reshape(12, 8, 2, 8, 2).mean((2, 4))  # (12, 8, 8) per 2x2 cell
+        covered = share >= 0.5
+        assert table.concept_cells[label] == covered.sum()
+        if covered.any():
+            expected = feats.transpose(0, 2, 3, 1)[covered].mean(0)
+            np.testing.assert_allclose(table.concept_features[label], expected, rtol=1e-5, atol=1e-6)

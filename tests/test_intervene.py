@@ -99,3 +99,41 @@ def test_batch_of_recipes_in_one_forward_equals_one_by_one() -> None:
         torch.testing.assert_close(batched[i : i + 1], single)
     with torch.no_grad():
         torch.testing.assert_close(batched[0:1], g(z[0:1]))
+
+
+def test_stroke_alpha_blends_towards_the_values() -> None:
+    mask = torch.ones(4, 4)
+    a, b = edit_maps([Stroke((0, 1), (2.0, 4.0), "add", mask, alpha=0.25)], (3, 4, 4))
+    x = torch.ones(1, 3, 4, 4)
+    out = apply_edit(x, a, b)
+    assert torch.allclose(out[0, 0], torch.full((4, 4), 0.75 + 0.25 * 2.0))
+    assert torch.allclose(out[0, 1], torch.full((4, 4), 0.75 + 0.25 * 4.0))
+    assert torch.equal(out[0, 2], x[0, 2])
+    with pytest.raises(ValueError, match="alpha"):
+        Stroke((0,), (1.0,), "add", mask, alpha=1.5)
+
+
+def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units() -> None:
+    import numpy as np
+
+    from dissect_core.gandissect import DissectConfig, LayerTable
+    from dissect_core.intervene import brush_edit
+
+    units = 10
+    table = LayerTable(
+        layer="layer4", shape=(units, 4, 4), labels=[("-", ""), ("tree", "object"), ("dome", "object")],
+        categories=["object"], iou=np.zeros((units, 3)), level=np.zeros(units), q99=np.arange(units, dtype=float),
+        top_images=np.zeros((units, 1), int), top_scores=np.zeros((units, 1)), config=DissectConfig(),
+        causal={"tree": [7, 3, 1, 0, 2, 4, 5, 6, 8, 9], "dome": [2, 1, 0, 3, 4, 5, 6, 7, 8, 9]},
+        concept_features=np.stack([np.zeros(units), np.linspace(1, 2, units), np.zeros(units)]),
+        concept_cells=np.array([0, 12, 0]))
+    chosen, values, alpha = brush_edit(table, "tree", "add", 0.5)
+    assert chosen == tuple(range(units)) and values == pytest.approx(tuple(np.linspace(1, 2, units)))
+    assert alpha == 0.75 and brush_edit(table, "tree", "add", 1.0)[2] == 1.0
+    # no feature for dome (it never covered a cell): its top units at q99, scaled by strength
+    chosen, values, alpha = brush_edit(table, "dome", "add", 0.5)
+    assert chosen == (2,) and values == (2.0,) and alpha == 1.0
+    chosen, values, alpha = brush_edit(table, "tree", "remove", 1.0)
+    assert chosen == (7, 3) and values == () and alpha == 1.0
+    with pytest.raises(KeyError):
+        brush_edit(table, "lamp", "add", 0.5)

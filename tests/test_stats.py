@@ -104,3 +104,28 @@ def test_iou_tally_merges_exactly() -> None:
     assert torch.equal(a.iou(), whole.iou()) and a.images == 6
     with pytest.raises(ValueError, match="do not match"):
         whole.add(masks[:, :3], labels)
+
+
+def test_concept_features_hand_computed() -> None:
+    """A label's mean feature is over the cells it covers at least half of (2x2 pixel cells here)."""
+    from dissect_core.stats import ConceptFeatures
+
+    features = torch.arange(2 * 2 * 2, dtype=torch.float32).view(1, 2, 2, 2)  # unit 0: 0..3, unit 1: 4..7
+    labels = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    labels[0, 0, :2, :2] = 1  # cell (0, 0) fully label 1
+    labels[0, 0, 0, 2:] = 1  # cell (0, 1) half label 1 -> counts
+    labels[0, 0, 2, 2] = 1  # cell (1, 1) a quarter -> does not count
+    labels[0, 0, 2:, :2] = 2  # cell (1, 0) label 2
+    tally = ConceptFeatures(units=2, labels=3)
+    tally.add(features, labels)
+    assert tally.cells.tolist() == [0, 2, 1]
+    mean = tally.mean()
+    assert mean[1].tolist() == [(0 + 1) / 2, (4 + 5) / 2]
+    assert mean[2].tolist() == [2.0, 6.0]
+    assert mean[0].tolist() == [0.0, 0.0]  # label 0 (none) is never a concept
+    other = ConceptFeatures(units=2, labels=3)
+    other.add(features, labels)
+    other.merge(tally)
+    assert other.cells.tolist() == [0, 4, 2] and torch.equal(other.mean(), mean)
+    with pytest.raises(ValueError, match="do not match"):
+        tally.add(features, torch.zeros(1, 1, 5, 5, dtype=torch.long))
