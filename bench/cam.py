@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -21,14 +19,7 @@ from dissect_core.cam import METHODS, ScoreCAM, make_method
 from models.world import render_scene, world_seed
 from models.zoo import load_model
 
-
-def timed(fn, repeats: int) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from benchutil import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def main() -> None:

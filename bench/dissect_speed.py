@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
@@ -23,14 +22,7 @@ from dissect_core.stats import IoUTally
 from models.samples import z_tensor
 from models.zoo import load_model
 
-
-def timed(fn, repeats: int = 5) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from benchutil import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def main() -> None:

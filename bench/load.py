@@ -18,13 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import websockets
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from serve_latency import free_port, recipe, summarize, wait_ready  # noqa: E402
+from serve_latency import free_port, summarize, wait_ready, ws_painter  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -36,19 +35,9 @@ def rss_mb(pid: int) -> float:
 
 async def painter(url: str, origin: str, model: str, size: int, index: int, stop: float, brush: str,
                   latencies: list[float], errors: list[str]) -> None:
-    async with websockets.connect(url, origin=origin, max_size=None) as ws:
-        seq = 0
-        while time.monotonic() < stop:
-            start = time.perf_counter()
-            await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq, "preview": seq % 3 != 0,
-                                      "recipe": recipe(model, size, 1000 + index * 7 + seq % 5, seq, brush)}))
-            header = json.loads(await ws.recv())
-            if header["type"] == "error":
-                errors.append(header["code"])
-            else:
-                await ws.recv()
-                latencies.append(time.perf_counter() - start)
-            seq += 1
+    """A painter that moves between 5 samples and sends two drag previews for every final edit."""
+    await ws_painter(url, origin, model, size, index, stop, brush, latencies, errors,
+                     sample=lambda i, seq: 1000 + i * 7 + seq % 5, preview=lambda seq: seq % 3 != 0)
 
 
 def main() -> None:

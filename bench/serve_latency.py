@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -65,13 +66,16 @@ def recipe(model: str, size: int, sample: int, step: int, brush: str) -> dict:
 
 
 async def ws_painter(url: str, origin: str, model: str, size: int, painter: int, stop: float, brush: str,
-                     latencies: list[float], errors: list[str]) -> None:
+                     latencies: list[float], errors: list[str],
+                     sample: Callable[[int, int], int] = lambda painter, seq: 100 + painter,
+                     preview: Callable[[int], bool] = lambda seq: False) -> None:
+    """One painter: sends its next edit as soon as the previous answer arrives, until ``stop``."""
     async with websockets.connect(url, origin=origin, max_size=None) as ws:
         seq = 0
         while time.monotonic() < stop:
             start = time.perf_counter()
-            await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq,
-                                      "recipe": recipe(model, size, 100 + painter, seq, brush)}))
+            await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq, "preview": preview(seq),
+                                      "recipe": recipe(model, size, sample(painter, seq), seq, brush)}))
             header = json.loads(await ws.recv())
             if header["type"] == "error":
                 errors.append(header["code"])

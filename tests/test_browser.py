@@ -107,7 +107,7 @@ def choose_brush(page, server: dict) -> None:  # noqa: ANN001
     if server["world"]:
         page.get_by_role("button", name="brush tree").click()
     else:  # the tiny model has no detector units: paint with units, as from the unit browser
-        page.goto(server["base"] + f"/?model=tiny&units=0,1,2,3&name=test")
+        page.goto(server["base"] + "/?model=tiny&units=0,1,2,3&name=test")
         page.wait_for_selector("body[data-ready=true]")
         wait_png(page, 0)
 

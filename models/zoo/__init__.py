@@ -93,8 +93,6 @@ def resolve_weights(spec: str, zoo_dir: str | os.PathLike[str] | None = None) ->
 
 def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[str] | None = None) -> Any:
     """Load a zoo model by id, in eval mode on ``device`` (fp32 compute whatever the stored dtype)."""
-    import torch
-
     from models.checkpoints import CheckpointError, for_inference, load_generator, read_weights
 
     entry = get_entry(model_id, zoo_dir)
