@@ -95,6 +95,8 @@ def write_layer_report(generator: torch.nn.Module, table: LayerTable, out_dir: P
     (out_dir / "bargraph.svg").write_text(bargraph_svg(table))
     summaries = sorted((table.unit_summary(u) for u in range(table.units)), key=lambda s: -s["iou"])
     interpretable = sum(s["interpretable"] for s in summaries)
+    threshold = ("each unit's most informative level (IQR)" if table.config.threshold == "iqr"
+                 else f"top {table.config.quantile:.2%} of activations")
     rows = []
     for s in summaries:
         dim = "" if s["interpretable"] else ' class="low"'
@@ -107,7 +109,7 @@ def write_layer_report(generator: torch.nn.Module, table: LayerTable, out_dir: P
 <style>body{{font-family:sans-serif;margin:1em}} td{{padding:2px 6px}} tr.low{{opacity:.45}}
 img{{image-rendering:pixelated;height:64px}} th{{text-align:left}}</style></head><body>
 <h1>{html.escape(table.layer)}: {interpretable}/{table.units} units with IoU &gt; {table.config.min_iou}</h1>
-<p>{table.config.samples} samples (seed {table.config.seed}), threshold: top {table.config.quantile:.2%} of activations.</p>
+<p>{table.config.samples} samples (seed {table.config.seed}), threshold: {threshold}.</p>
 <p><img src="bargraph.svg" alt="detectors per concept" style="height:auto"></p>
 <table><tr><th>unit</th><th>label</th><th>category</th><th>IoU</th><th>level</th><th>q99</th><th>top images</th></tr>
 {''.join(rows)}</table></body></html>"""

@@ -82,7 +82,7 @@ function renderRows() {
     body.append(tr);
   }
   $("summary").textContent = `${view.model} ${view.layer}: ${table.interpretable}/${table.units.length} units with IoU > ${table.config.min_iou}` +
-    ` (${table.config.samples} samples, top ${(table.config.quantile * 100).toFixed(1)}% threshold) — showing ${rows.length}`;
+    ` (${table.config.samples} samples, ${table.config.threshold === "iqr" ? "per-unit IQR thresholds" : `top ${(table.config.quantile * 100).toFixed(1)}% threshold`}) — showing ${rows.length}`;
 }
 
 async function loadTable() {
