@@ -45,6 +45,9 @@ THRESHOLDS = ("quantile", "iqr")
 CALIBRATION_IMAGES = 1000
 """IQR mode: images whose activations give the candidate levels (fewer when a layer is large)."""
 CALIBRATION_VALUES = 1 << 24
+MIN_IQR = 0.01
+"""IQR mode: a unit is interpretable only when its chosen label also carries this much information
+(gandissect's ``iqr_threshold``); with per-unit levels almost every unit finds some IoU > 0.04."""
 MAX_TOP_VALUES = 40_000_000
 """Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
 
@@ -103,6 +106,15 @@ class LayerTable:
     def units(self) -> int:
         return self.shape[0]
 
+    @property
+    def interpretable(self) -> np.ndarray:
+        """(units,) bool: best IoU above ``min_iou`` (and, with IQR levels, IQR above ``MIN_IQR``).
+        The one definition every count, report and page uses."""
+        mask = self.iou.max(1) > self.config.min_iou
+        if self.iqr is not None:
+            mask &= self.iqr > MIN_IQR
+        return mask
+
     def unit_summary(self, unit: int) -> dict[str, Any]:
         """Best label overall and per category, IoU, levels, top images of one unit."""
         row = self.iou[unit]
@@ -118,7 +130,7 @@ class LayerTable:
             "label": self.labels[best][0],
             "category": self.labels[best][1],
             "iou": float(row[best]),
-            "interpretable": bool(row[best] > self.config.min_iou),
+            "interpretable": bool(self.interpretable[unit]),
             "level": float(self.level[unit]),
             "q99": float(self.q99[unit]),
             **({"iqr": float(self.iqr[unit])} if self.iqr is not None else {}),
@@ -142,10 +154,8 @@ class LayerTable:
     def detectors_per_category(self) -> dict[str, int]:
         """Count of interpretable units whose best label is in each category (one per unit)."""
         counts = dict.fromkeys(self.categories, 0)
-        for unit in range(self.units):
-            best = int(self.iou[unit].argmax())
-            if self.iou[unit, best] > self.config.min_iou:
-                counts[self.labels[best][1]] += 1
+        for unit in np.flatnonzero(self.interpretable):
+            counts[self.labels[int(self.iou[unit].argmax())][1]] += 1
         return counts
 
 
@@ -338,5 +348,5 @@ def _calibration_levels(generator: torch.nn.Module, layers: Sequence[str], confi
 
 
 def interpretable_fraction(table: LayerTable) -> float:
-    """Share of units whose best IoU exceeds the table's ``min_iou``."""
-    return float((table.iou.max(1) > table.config.min_iou).mean())
+    """Share of interpretable units (``LayerTable.interpretable``)."""
+    return float(table.interpretable.mean())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dissect_core.gandissect import LayerTable, upsample_to
+from dissect_core.gandissect import MIN_IQR, LayerTable, upsample_to
 from dissect_core.nethook import Trace
 from models.imaging import to_uint8
 from models.samples import z_tensor
@@ -95,6 +95,7 @@ def write_layer_report(generator: torch.nn.Module, table: LayerTable, out_dir: P
     (out_dir / "bargraph.svg").write_text(bargraph_svg(table))
     summaries = sorted((table.unit_summary(u) for u in range(table.units)), key=lambda s: -s["iou"])
     interpretable = sum(s["interpretable"] for s in summaries)
+    iqr_rule = f" and IQR &gt; {MIN_IQR}" if table.iqr is not None else ""
     threshold = ("each unit's most informative level (IQR)" if table.config.threshold == "iqr"
                  else f"top {table.config.quantile:.2%} of activations")
     rows = []
@@ -108,7 +109,7 @@ def write_layer_report(generator: torch.nn.Module, table: LayerTable, out_dir: P
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{table.layer} dissection</title>
 <style>body{{font-family:sans-serif;margin:1em}} td{{padding:2px 6px}} tr.low{{opacity:.45}}
 img{{image-rendering:pixelated;height:64px}} th{{text-align:left}}</style></head><body>
-<h1>{html.escape(table.layer)}: {interpretable}/{table.units} units with IoU &gt; {table.config.min_iou}</h1>
+<h1>{html.escape(table.layer)}: {interpretable}/{table.units} units with IoU &gt; {table.config.min_iou}{iqr_rule}</h1>
 <p>{table.config.samples} samples (seed {table.config.seed}), threshold: {threshold}.</p>
 <p><img src="bargraph.svg" alt="detectors per concept" style="height:auto"></p>
 <table><tr><th>unit</th><th>label</th><th>category</th><th>IoU</th><th>level</th><th>q99</th><th>top images</th></tr>

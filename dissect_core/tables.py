@@ -62,7 +62,7 @@ def table_json(table: LayerTable, provenance: dict[str, Any] | None = None) -> d
         "labels": [list(label) for label in table.labels],
         "config": dataclasses.asdict(table.config),
         "provenance": provenance or {},
-        "interpretable": int(sum(table.iou.max(1) > table.config.min_iou)),
+        "interpretable": int(table.interpretable.sum()),
         "detectors_per_category": table.detectors_per_category(),
         "units": [table.unit_summary(u) for u in range(table.units)],
         "concepts": concepts,

@@ -47,8 +47,11 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
         env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
                    GANPAINT_CLASSIFIER="tiny/classifier",
                    GANPAINT_DISSECT_SAMPLES="40", GANPAINT_CAUSAL_SAMPLES="4")
+    # the server's output goes to a file: an unread pipe fills up and then blocks the server's logging
+    log_path = tmp_path_factory.mktemp("browser-log") / "server.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -58,13 +61,14 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
                 break
         except httpx.HTTPError:
             pass
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, log_path.read_text()
         time.sleep(0.5)
     model = "world64" if world else "tiny"
     info = httpx.get(f"{base}/api/models/{model}").json()
-    yield {"base": base, "model": model, "world": world, "resolution": info["resolution"]}
+    yield {"base": base, "model": model, "world": world, "resolution": info["resolution"], "log": log_path}
     proc.terminate()
     proc.wait(20)
+    log_file.close()
 
 
 def open_painter(page, server: dict, path: str = "/"):  # noqa: ANN001, ANN201
@@ -273,3 +277,26 @@ def test_cam_and_unit_pages(page, app_server: dict) -> None:  # noqa: ANN001
     page.wait_for_selector("body[data-ready=true]", timeout=120_000)
     page.wait_for_function("() => document.getElementById('featviz').naturalWidth > 0", timeout=60_000)
     assert "IoU" in page.locator("#dissection").inner_text()
+
+
+def test_a_late_preview_never_covers_the_final_image(page, app_server: dict) -> None:  # noqa: ANN001
+    """A drag preview that arrives just before the final PNG but decodes after it must not be drawn
+    over it (it was: the canvas then showed a stale JPEG)."""
+    open_painter(page, app_server)
+    final_seq = page.evaluate("""async () => {
+      const big = document.createElement('canvas'); big.width = big.height = 2048;
+      const g = big.getContext('2d');
+      for (let i = 0; i < 3000; i++) { g.fillStyle = `hsl(${i % 360},60%,50%)`; g.fillRect((i * 97) % 2048, (i * 53) % 2048, 48, 48); }
+      const jpeg = await new Promise((r) => big.toBlob(r, 'image/jpeg', 0.97));
+      const small = document.createElement('canvas'); small.width = small.height = 64;
+      const png = await new Promise((r) => small.toBlob(r, 'image/png'));
+      const socket = window.ganpaintSocket;
+      const seq = socket.shownSeq + 100;
+      const header = (s, format) => ({ type: 'image', seq: s, format, width: 64, height: 64, timings: { compute_ms: 1 } });
+      socket.emit('image', { header: header(seq + 1, 'jpeg'), blob: jpeg });
+      socket.emit('image', { header: header(seq + 2, 'png'), blob: png });
+      return seq + 2;
+    }""")
+    page.wait_for_function("s => Number(document.getElementById('image').dataset.seq) === s", arg=final_seq)
+    page.wait_for_timeout(1500)  # the large JPEG has long finished decoding by now
+    assert page.eval_on_selector("#image", "c => [c.dataset.seq, c.dataset.format]") == [str(final_seq), "png"]

@@ -41,8 +41,11 @@ def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # no
            "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("live")),
            "GANPAINT_DISSECT_SAMPLES": "40", "GANPAINT_CAUSAL_SAMPLES": "4", "GANPAINT_WS_MAX_BYTES": "65536",
            "OMP_NUM_THREADS": "1"}
+    # output to a file, not a pipe: nobody reads a pipe while the tests run, and a full one blocks the server
+    log_path = tmp_path_factory.mktemp("live-log") / "server.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the fixture ends
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
-                             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--log-level", "warning"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -53,14 +56,15 @@ def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # no
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode())
+            raise RuntimeError(log_path.read_text())
         time.sleep(0.3)
     else:
         proc.kill()
         raise RuntimeError("server did not become ready")
-    yield {"base": base, "ws": f"ws://127.0.0.1:{port}/ws/paint", "port": port, "proc": proc}
+    yield {"base": base, "ws": f"ws://127.0.0.1:{port}/ws/paint", "port": port, "proc": proc, "log": log_path}
     if proc.poll() is None:
         proc.kill()
+    log_file.close()
 
 
 def edit(seq: int, strokes: list | None = None) -> str:
@@ -133,5 +137,5 @@ def test_sigterm_closes_clients_and_exits(live_server: dict) -> None:
     assert code in (1001, 1012)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says how it ended
     assert live_server["proc"].wait(20) in (0, -signal.SIGTERM)
-    output = live_server["proc"].stdout.read().decode()
+    output = live_server["log"].read_text()
     assert "Traceback" not in output

@@ -55,9 +55,18 @@ socket.addEventListener("error", (event) => {
     banner("error", `${code}: ${message}`);
   }
 });
+// Images decode asynchronously, so a drag preview arriving just before the final PNG could finish
+// decoding after it and be drawn over it: only the newest arrival may draw.
+let newestImageSeq = -1;
 socket.addEventListener("image", async (event) => {
   const { header, blob } = event.detail;
+  if (header.seq < newestImageSeq) return;
+  newestImageSeq = header.seq;
   const bitmap = await createImageBitmap(blob);
+  if (header.seq !== newestImageSeq) {
+    bitmap.close();
+    return;
+  }
   const ctx = ui.image.getContext("2d");
   ui.image.width = header.width;
   ui.image.height = header.height;
