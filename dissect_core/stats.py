@@ -28,7 +28,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch.nn import functional as F
 
 __all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "LevelTally", "ConceptFeatures", "quantile_rank"]
 
@@ -392,14 +391,20 @@ class ConceptFeatures:
         if units != self.units or label_maps.shape[0] != n or side % w or label_maps.shape[-2] % h:
             raise ValueError(f"features {tuple(features.shape)} and labels {tuple(label_maps.shape)} do not match")
         device = self.feature_sum.device
-        share = torch.zeros(n, self.labels, h, w, dtype=torch.float32, device=device)
+        big_h, big_w = label_maps.shape[-2:]
+        # per-cell label counts by bincount (a one-hot at label resolution would be labels x larger)
+        cell = (torch.arange(big_h, device=device) // (big_h // h))[:, None] * w + (
+            torch.arange(big_w, device=device) // (big_w // w))[None, :]
+        index = (torch.arange(n, device=device)[:, None, None] * (h * w) + cell[None]) * self.labels
+        counts = torch.zeros(n * h * w * self.labels, dtype=torch.int64, device=device)
         for channel in range(label_maps.shape[1]):
-            onehot = F.one_hot(label_maps[:, channel].to(device).long(), self.labels).permute(0, 3, 1, 2).float()
-            share += F.adaptive_avg_pool2d(onehot, (h, w))
+            labels = label_maps[:, channel].to(device).long()
+            counts += torch.bincount((index + labels).flatten(), minlength=counts.numel())
+        share = counts.view(n, h, w, self.labels).float() / ((big_h // h) * (big_w // w))
         covered = share >= self.min_share
-        covered[:, 0] = False
-        self.feature_sum += torch.einsum("nlhw,nuhw->lu", covered.double(), features.to(device).double())
-        self.cells += covered.sum((0, 2, 3))
+        covered[..., 0] = False
+        self.feature_sum += torch.einsum("nhwl,nuhw->lu", covered.double(), features.to(device).double())
+        self.cells += covered.sum((0, 1, 2))
 
     def mean(self) -> torch.Tensor:
         """(labels, units) mean feature (zeros for labels that covered no cell)."""
