@@ -25,7 +25,7 @@ Both passes are sums or exact selections, so ``torch.distributed`` ranks (each t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,14 +166,20 @@ def upsample_to(activations: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(activations, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
-                      chunk: int = 16) -> None:
-    """Upsample to the label grid, threshold at ``level`` and tally, ``chunk`` images at a time
-    (the upsampled maps are the largest temporaries of dissection)."""
+def upsampled_chunks(activations: torch.Tensor, labels: torch.Tensor,
+                     chunk: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(activations upsampled to the label grid, labels), ``chunk`` images at a time: the upsampled
+    maps are the largest temporaries of dissection."""
     size = labels.shape[-1]
     for start in range(0, activations.shape[0], chunk):
-        up = upsample_to(activations[start:start + chunk].float(), size)
-        tally.add(up > level[None, :, None, None], labels[start:start + chunk])
+        yield upsample_to(activations[start:start + chunk].float(), size), labels[start:start + chunk]
+
+
+def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
+                      chunk: int = 16) -> None:
+    """Upsample to the label grid, threshold at ``level`` and tally."""
+    for up, chunk_labels in upsampled_chunks(activations, labels, chunk):
+        tally.add(up > level[None, :, None, None], chunk_labels)
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -184,13 +190,17 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _one_process_batches(config: DissectConfig, count: int) -> list[list[int]]:
+    """The run's first ``count`` sample ids in the batches a one-process run uses."""
+    ids = list(range(config.first, config.first + count))
+    return [ids[i : i + config.batch_size] for i in range(0, count, config.batch_size)]
+
+
 def _shard_batches(config: DissectConfig) -> list[list[int]]:
     """This process's batches: every world-th batch of the one-process batch list, so each sample is
     computed in the same batch as in a one-process run (bit-identical activations)."""
     rank, world = _rank_and_world()
-    ids = list(range(config.first, config.first + config.samples))
-    batches = [ids[i : i + config.batch_size] for i in range(0, len(ids), config.batch_size)]
-    return batches[rank::world]
+    return _one_process_batches(config, config.samples)[rank::world]
 
 
 def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
@@ -296,9 +306,7 @@ def dissect(
 
 def _calibration_batches(config: DissectConfig) -> list[list[int]]:
     """IQR calibration images (the run's first ones) in one-process batches."""
-    count = min(config.samples, CALIBRATION_IMAGES)
-    ids = list(range(config.first, config.first + count))
-    return [ids[i : i + config.batch_size] for i in range(0, count, config.batch_size)]
+    return _one_process_batches(config, min(config.samples, CALIBRATION_IMAGES))
 
 
 def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers: Sequence[str],
@@ -315,9 +323,8 @@ def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers:
             generated = generator(z)
         labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
         for layer in layers:
-            for start in range(0, labels.shape[0], 16):
-                up = upsample_to(trace[layer][start:start + 16].float(), label_size)
-                tallies[layer].add(up, labels[start:start + 16])
+            for up, chunk_labels in upsampled_chunks(trace[layer], labels):
+                tallies[layer].add(up, chunk_labels)
         step(done)
     levels, iqr = {}, {}
     for layer in layers:
