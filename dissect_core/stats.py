@@ -194,6 +194,26 @@ class TopImages:
         self.scores, self.indices = state["scores"].to(self.scores.device), state["indices"].to(self.scores.device)
 
 
+def _label_areas_and_presence(label_maps: torch.Tensor, category_of: torch.Tensor, labels: int,
+                              categories: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel count of every label (label 0 excluded) and which categories each image carries.
+
+    ``label_maps``: (n, channels, H, W) label numbers; returns ((labels,) int64, (n, categories) bool).
+    """
+    n = label_maps.shape[0]
+    device = label_maps.device
+    area = torch.zeros(labels, dtype=torch.int64, device=device)
+    present = torch.zeros(n, categories, dtype=torch.bool, device=device)
+    image_of = torch.arange(n, device=device)[:, None]
+    for channel in range(label_maps.shape[1]):
+        flat = label_maps[:, channel].reshape(n, -1)
+        valid = flat > 0
+        area += torch.bincount(flat[valid], minlength=labels)[:labels]
+        cats = category_of[flat].clamp(min=0) + image_of * categories
+        present |= torch.bincount(cats[valid], minlength=n * categories).view(n, categories) > 0
+    return area, present
+
+
 class IoUTally:
     """Counts for IoU of every unit's thresholded mask with every label, over many images.
 
@@ -229,16 +249,12 @@ class IoUTally:
 
     def _add_chunk(self, masks: torch.Tensor, label_maps: torch.Tensor) -> None:
         n, units, h, w = masks.shape
-        device = self.intersection.device
         flat_masks = masks.reshape(n, units, h * w).float()
         unit_pixels = flat_masks.sum(2).long()  # (n, units)
-        present = torch.zeros(n, self.categories, dtype=torch.bool, device=device)
+        area, present = _label_areas_and_presence(label_maps, self.category_of, self.labels, self.categories)
+        self.label_area += area
         for channel in range(label_maps.shape[1]):
             labels = label_maps[:, channel].reshape(n, h * w)
-            valid = labels > 0
-            self.label_area += torch.bincount(labels[valid], minlength=self.labels)[: self.labels]
-            cats = self.category_of[labels] + torch.arange(n, device=device)[:, None] * self.categories
-            present |= torch.bincount(cats[valid], minlength=n * self.categories).view(n, self.categories) > 0
             onehot = torch.nn.functional.one_hot(labels, self.labels).float()  # (n, HW, labels)
             counts = torch.bmm(flat_masks, onehot).sum(0).round().long()  # (units, labels)
             counts[:, 0] = 0
@@ -324,15 +340,12 @@ class LevelTally:
         image_counts = image_counts.view(n, units, self.buckets)
         self.unit_counts += image_counts.sum(0)
         label_maps = label_maps.to(device).long()
-        present = torch.zeros(n, self.categories, dtype=torch.bool, device=device)
+        area, present = _label_areas_and_presence(label_maps, self.category_of, self.labels, self.categories)
+        self.label_area += area
         cells = units * self.buckets
         for channel in range(label_maps.shape[1]):
             labels = label_maps[:, channel].reshape(n * h * w)
             valid = labels > 0
-            self.label_area += torch.bincount(labels[valid], minlength=self.labels)[: self.labels]
-            image_of = torch.arange(n, device=device).repeat_interleave(h * w)
-            cats = self.category_of[labels].clamp(min=0) + image_of * self.categories
-            present |= torch.bincount(cats[valid], minlength=n * self.categories).view(n, self.categories) > 0
             index = cell[:, valid] * self.labels + labels[valid][None, :]
             counts = torch.bincount(index.flatten(), minlength=cells * self.labels)
             self.label_counts += counts.view(units, self.buckets, self.labels)
@@ -387,11 +400,10 @@ class ConceptFeatures:
     def add(self, features: torch.Tensor, label_maps: torch.Tensor) -> None:
         """``features``: (n, units, h, w); ``label_maps``: (n, channels, H, W) with H a multiple of h."""
         n, units, h, w = features.shape
-        side = label_maps.shape[-1]
-        if units != self.units or label_maps.shape[0] != n or side % w or label_maps.shape[-2] % h:
+        big_h, big_w = label_maps.shape[-2:]
+        if units != self.units or label_maps.shape[0] != n or big_h % h or big_w % w:
             raise ValueError(f"features {tuple(features.shape)} and labels {tuple(label_maps.shape)} do not match")
         device = self.feature_sum.device
-        big_h, big_w = label_maps.shape[-2:]
         # per-cell label counts by bincount (a one-hot at label resolution would be labels x larger)
         cell = (torch.arange(big_h, device=device) // (big_h // h))[:, None] * w + (
             torch.arange(big_w, device=device) // (big_w // w))[None, :]
