@@ -117,7 +117,7 @@ def main() -> None:
         ways = {"units_q99": (top, [float(table.q99[u]) for u in top], 1.0)}
         for strength in (0.5, 1.0):
             ways[f"brush_{strength}"] = brush_edit(table, name, "add", strength)
-        entry["insertion_mode"] = "feature" if table.concept_feature(name) is not None else "units"
+        entry["insertion_mode"] = table.insertion(name)
         entry["insertion"] = {}
         for way, (chosen, values, alpha) in ways.items():
             entry["insertion"][way] = insertion_effect(

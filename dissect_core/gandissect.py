@@ -102,6 +102,10 @@ class LayerTable:
         number = self.label_number(concept)
         return self.concept_features[number] if self.concept_cells[number] > 0 else None
 
+    def insertion(self, concept: str) -> str:
+        """How a brush adds this concept: ``feature`` (its mean feature) or ``units`` (ranked units)."""
+        return "feature" if self.concept_feature(concept) is not None else "units"
+
     @property
     def units(self) -> int:
         return self.shape[0]

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 if TYPE_CHECKING:
     from dissect_core.gandissect import LayerTable
 
-__all__ = ["Stroke", "brush_units", "brush_edit", "concept_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
+__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "concept_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
 
 Action = Literal["add", "remove", "erase"]
 MAX_UNIT_FRACTION = 0.16
@@ -64,6 +64,12 @@ class Stroke:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
 
+def unit_values(units: Sequence[int], levels: Sequence[float] | torch.Tensor, strength: float) -> tuple[float, ...]:
+    """What an add stroke writes on each unit: its insertion level x (0.5 + strength)."""
+    scale = 0.5 + strength
+    return tuple(float(levels[u]) * scale for u in units)
+
+
 def brush_units(ranking: Sequence[int], levels: Sequence[float] | torch.Tensor, strength: float, layer_units: int,
                 max_fraction: float = MAX_UNIT_FRACTION) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The first ``k`` units of a ranking and their insertion values for a given strength."""
@@ -71,8 +77,7 @@ def brush_units(ranking: Sequence[int], levels: Sequence[float] | torch.Tensor, 
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     k = max(1, round(strength * max_fraction * layer_units))
     units = tuple(int(u) for u in ranking[:k])
-    scale = 0.5 + strength
-    return units, tuple(float(levels[u]) * scale for u in units)
+    return units, unit_values(units, levels, strength)
 
 
 def concept_insertion(feature: Sequence[float] | torch.Tensor, strength: float) -> tuple[tuple[int, ...],
@@ -91,11 +96,11 @@ def brush_edit(table: LayerTable, concept: str, action: Action, strength: float
     ``remove``: the brush's top ranked units, to zero. ``add``: the concept's mean feature
     (``concept_insertion``) when the table has one, else the top ranked units at their q99 level.
     """
-    ranking = table.concept_ranking(concept)
-    feature = table.concept_feature(concept) if action == "add" else None
-    if feature is not None:
-        return concept_insertion(feature, strength)
-    units, values = brush_units(ranking, table.q99, strength, table.units)
+    if action == "add":
+        feature = table.concept_feature(concept)
+        if feature is not None:
+            return concept_insertion(feature, strength)
+    units, values = brush_units(table.concept_ranking(concept), table.q99, strength, table.units)
     return units, values if action == "add" else (), 1.0
 
 

@@ -50,7 +50,7 @@ def table_json(table: LayerTable, provenance: dict[str, Any] | None = None) -> d
             "ranking_metric": "causal" if name in table.causal else "iou",
             "best_iou": float(column.max()),
             "detectors": int((column > table.config.min_iou).sum()),
-            "insertion": "feature" if table.concept_feature(name) is not None else "units",
+            "insertion": table.insertion(name),
         }
         if name in table.causal_effect:
             concepts[name]["causal_effect"] = table.causal_effect[name][:64]

@@ -261,7 +261,7 @@ class Catalog:
                 "ranking": "causal" if name in table.causal else "iou",
                 "units": ranking, "levels": [round(float(table.q99[u]), 5) for u in ranking],
                 "best_iou": round(float(column.max()), 4),
-                "insertion": "feature" if table.concept_feature(name) is not None else "units",
+                "insertion": table.insertion(name),
             })
         return sorted(out, key=lambda b: (b["category"] != "object", b["name"]))
 

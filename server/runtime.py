@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps
+from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps, unit_values
 from dissect_core.nethook import private_copy
 from models.imaging import to_uint8
 from models.samples import z_tensor
@@ -419,7 +419,7 @@ class InferenceExecutor:
         return torch.stack(out)  # type: ignore[arg-type]
 
     def _strokes(self, request: RenderRequest, layer: str) -> list[Stroke]:
-        """Recipe strokes -> intervention strokes (units ranked by the brush's table)."""
+        """Recipe strokes -> intervention strokes (``brush_edit`` for brushes, q99 levels for units)."""
         recipe, model = request.recipe, request.model
         generator = model.generator
         if layer not in generator.layer_names or layer.startswith("output"):
@@ -446,15 +446,13 @@ class InferenceExecutor:
                     units, values, alpha = brush_edit(table, spec.brush, spec.action, spec.strength)
                 except KeyError:
                     raise RenderError(f"unknown brush {spec.brush!r}", "unknown_brush", 422) from None
-                strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft, alpha))
-                continue
             else:
                 bad = [u for u in spec.units or [] if u >= channels]
                 if bad:
                     raise RenderError(f"units {bad[:5]} out of range: {layer} has {channels} units", "bad_units", 422)
                 if levels is None:
                     levels = table.q99 if table is not None else self.catalog.fallback_levels(model, layer).cpu().numpy()
-                units = tuple(spec.units or ())
-                values = tuple(float(levels[u]) * (0.5 + spec.strength) for u in units)
-            strokes.append(Stroke(units, values if spec.action == "add" else (), spec.action, mask, spec.mask.soft))
+                units, alpha = tuple(spec.units or ()), 1.0
+                values = unit_values(units, levels, spec.strength) if spec.action == "add" else ()
+            strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft, alpha))
         return strokes
