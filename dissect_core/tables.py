@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dissect_core.gandissect import DissectConfig, LayerTable
+from dissect_core.gandissect import MIN_IQR, DissectConfig, LayerTable
 
 __all__ = ["TABLE_VERSION", "TableError", "save_table", "load_table", "cache_key", "cached_table", "table_json"]
 
@@ -63,6 +63,7 @@ def table_json(table: LayerTable, provenance: dict[str, Any] | None = None) -> d
         "config": dataclasses.asdict(table.config),
         "provenance": provenance or {},
         "interpretable": int(table.interpretable.sum()),
+        "min_iqr": MIN_IQR if table.iqr is not None else None,
         "detectors_per_category": table.detectors_per_category(),
         "units": [table.unit_summary(u) for u in range(table.units)],
         "concepts": concepts,

@@ -81,7 +81,7 @@ function renderRows() {
     }
     body.append(tr);
   }
-  $("summary").textContent = `${view.model} ${view.layer}: ${table.interpretable}/${table.units.length} units with IoU > ${table.config.min_iou}${table.config.threshold === "iqr" ? " and IQR > 0.01" : ""}` +
+  $("summary").textContent = `${view.model} ${view.layer}: ${table.interpretable}/${table.units.length} units with IoU > ${table.config.min_iou}${table.min_iqr != null ? ` and IQR > ${table.min_iqr}` : ""}` +
     ` (${table.config.samples} samples, ${table.config.threshold === "iqr" ? "per-unit IQR thresholds" : `top ${(table.config.quantile * 100).toFixed(1)}% threshold`}) — showing ${rows.length}`;
 }
 
