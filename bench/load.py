@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from serve_latency import free_port, summarize, wait_ready, ws_painter  # noqa: E402
+from serve_latency import free_port, launch, stop, summarize, wait_ready, ws_painter  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -54,8 +53,7 @@ def main() -> None:
     if args.zoo_dir:
         env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                              cwd=ROOT.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = launch([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"], env)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         import httpx
@@ -87,11 +85,7 @@ def main() -> None:
                       memory_growth=round((after - before) / before, 4))
         print(json.dumps({"benchmark": "load", "model": args.model, "image_size": size, **result}, indent=2))
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, 30)
 
 
 if __name__ == "__main__":

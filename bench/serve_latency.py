@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,11 +40,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a server process from the repository root, its output in a temporary file (an unread
+    pipe fills up and then blocks the server's logging); ``wait_ready`` shows it on failure."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate, then kill if it does not end within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            proc.log.seek(0)  # type: ignore[attr-defined]
+            raise RuntimeError(f"server exited: {proc.log.read().decode()[-2000:]}")  # type: ignore[attr-defined]
         try:
             response = httpx.get(url, timeout=2)
             body = response.json()
@@ -123,11 +143,10 @@ def main() -> None:
     if args.zoo_dir:
         env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
     port, base_port = free_port(), free_port()
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                              cwd=ROOT, env={**env, "GANPAINT_PRECISION": args.precision}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    baseline = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
-                                 "--model", args.model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []),
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = launch([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
+                    {**env, "GANPAINT_PRECISION": args.precision})
+    baseline = launch([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
+                       "--model", args.model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []), env)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         wait_ready(f"http://127.0.0.1:{base_port}/ready", baseline)
@@ -160,11 +179,7 @@ def main() -> None:
                           "throughput_ratio_vs_baseline": speedup}, indent=2))
     finally:
         for proc in (server, baseline):
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 if __name__ == "__main__":
