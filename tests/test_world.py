@@ -12,14 +12,14 @@ from dissect_core.datasets.broden import BrodenDataset, BrodenError
 from models.world import LABELS, MATERIALS, OBJECTS, SCENES, label_id, render_scene, world_seed
 from models.world.broden import encode_label_png, export_broden
 from models.world.labels import COLORS, color_names, scene_label_id
-from models.world.render import _Canvas
+from models.world.render import WORLDS, _Canvas
 
 N_SCENES = 300
 
 
-@pytest.fixture(scope="module")
-def scenes() -> list:
-    return [render_scene(world_seed("heldout", i), 64) for i in range(N_SCENES)]
+@pytest.fixture(scope="module", params=WORLDS)
+def scenes(request: pytest.FixtureRequest) -> list:
+    return [render_scene(world_seed("heldout", i), 64, request.param) for i in range(N_SCENES)]
 
 
 def _present(scene, name: str) -> bool:
@@ -27,8 +27,9 @@ def _present(scene, name: str) -> bool:
     return bool((scene.objects == number).any() or (scene.materials == number).any())
 
 
-def test_deterministic_per_seed() -> None:
-    a, b, c = render_scene(11), render_scene(11), render_scene(12)
+@pytest.mark.parametrize("world", WORLDS)
+def test_deterministic_per_seed(world: str) -> None:
+    a, b, c = render_scene(11, 64, world), render_scene(11, 64, world), render_scene(12, 64, world)
     for field in ("image", "objects", "materials", "colors"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert a.boxes == b.boxes and a.scene == b.scene
@@ -103,12 +104,42 @@ def test_edges_are_anti_aliased() -> None:
     assert tri.sum() == pytest.approx(50, rel=0.02)
 
 
-def test_renders_at_other_sizes() -> None:
-    small, large = render_scene(3, 32), render_scene(3, 128)
+@pytest.mark.parametrize("world", WORLDS)
+def test_renders_at_other_sizes(world: str) -> None:
+    small, large = render_scene(3, 32, world), render_scene(3, 128, world)
     assert small.image.shape == (32, 32, 3) and large.objects.shape == (128, 128)
     assert small.scene == large.scene
     with pytest.raises(ValueError, match="size"):
-        render_scene(3, 4)
+        render_scene(3, 4, world)
+    with pytest.raises(ValueError, match="unknown world"):
+        render_scene(3, 32, "lsun")
+
+
+def test_framed_world_draws_objects_at_painting_scale() -> None:
+    """World v2: a main building fills 25-50 % of the frame in the median building scene; doors and
+    domes span at least one cell of an 8x8 edit layer (1/8 of the width), as in LSUN churches."""
+    size, cell = 128, 128 // 8
+    building_parts = [label_id(n) for n in ("building", "dome", "tower", "door", "window")]
+    shares, door_widths, dome_widths, scenes_with = [], [], [], Counter()
+    for i in range(200):
+        s = render_scene(world_seed("heldout", i), size, "framed")
+        if s.scene_name in ("church", "village"):
+            shares.append(np.isin(s.objects, building_parts).mean())
+        for name, widths in (("door", door_widths), ("dome", dome_widths)):
+            for label, x0, _, x1, _, _ in s.boxes:
+                if label == label_id(name):
+                    widths.append(x1 - x0)
+                    scenes_with[name] += 1
+    assert 0.25 <= np.median(shares) <= 0.5, np.median(shares)
+    assert np.percentile(door_widths, 25) >= cell and np.median(dome_widths) >= 2 * cell
+    assert scenes_with["dome"] >= 30 and scenes_with["door"] >= 100
+
+
+def test_classic_world_is_the_world64_data() -> None:
+    """The classic world stays what world64 was trained on: the default and ``classic`` agree."""
+    a, b = render_scene(world_seed("train", 5), 64), render_scene(world_seed("train", 5), 64, "classic")
+    np.testing.assert_array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, render_scene(world_seed("train", 5), 64, "framed").image)
 
 
 def test_broden_export_round_trip(tmp_path: Path) -> None:

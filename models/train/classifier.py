@@ -20,6 +20,8 @@ __all__ = ["ClassifierConfig", "train_classifier"]
 class ClassifierConfig:
     width: int = 32
     resolution: int = 64
+    world: str = "classic"
+    """The scene world trained on: ``classic`` (v1) or ``framed`` (v2)."""
     dataset_size: int = 30000
     steps: int = 3000
     batch_size: int = 32
@@ -33,7 +35,7 @@ class ClassifierConfig:
 
 def train_classifier(config: ClassifierConfig, run_dir: Path, resume: bool = True, device: str = "cpu",
                      progress: bool = True, max_seconds: float | None = None) -> Path:
-    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress)
+    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2)
     scenes = torch.from_numpy(data["scenes"])
 

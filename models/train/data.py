@@ -22,10 +22,13 @@ def default_cache_dir() -> Path:
 
 
 def world_arrays(split: str, count: int, size: int = 64, cache_dir: Path | None = None,
-                 progress: bool = True, cancelled: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
-    """Images, object / material / colour maps, scene labels of the first ``count`` scenes of a split."""
+                 progress: bool = True, cancelled: Callable[[], bool] | None = None,
+                 world: str = "classic") -> dict[str, np.ndarray]:
+    """Images, object / material / colour maps, scene labels of the first ``count`` scenes of a split
+    of ``world`` (``classic`` or ``framed``)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache_dir / "world" / f"v{WORLD_VERSION}-{split}-{size}px-{count}.npz"
+    prefix = "" if world == "classic" else f"{world}-"
+    path = cache_dir / "world" / f"{prefix}v{WORLD_VERSION}-{split}-{size}px-{count}.npz"
     if path.exists():
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
@@ -34,10 +37,10 @@ def world_arrays(split: str, count: int, size: int = 64, cache_dir: Path | None 
     materials = np.empty((count, size, size), np.uint8)
     colors = np.empty((count, size, size), np.uint8)
     scenes = np.empty((count,), np.int64)
-    for i in tqdm(range(count), desc=f"render {split} world", disable=not progress, unit="img"):
+    for i in tqdm(range(count), desc=f"render {split} {world} world", disable=not progress, unit="img"):
         if cancelled is not None and i % 64 == 0 and cancelled():
             raise InterruptedError("rendering cancelled")
-        scene = render_scene(world_seed(split, i), size)
+        scene = render_scene(world_seed(split, i), size, world)
         images[i], objects[i], materials[i], colors[i], scenes[i] = (
             scene.image, scene.objects, scene.materials, scene.colors, scene.scene)
     arrays = {"images": images, "objects": objects, "materials": materials, "colors": colors, "scenes": scenes}

@@ -37,6 +37,8 @@ class GanConfig:
     """Everything that defines a GAN run (saved as config.json)."""
 
     resolution: int = 64
+    world: str = "classic"
+    """The scene world trained on: ``classic`` (v1) or ``framed`` (v2)."""
     channels: list[int] = field(default_factory=lambda: [128, 256, 256, 128, 64, 32])
     """``[z_dim, ch@4, ch@8, ...]``: the generator's sizes list."""
     d_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
@@ -227,7 +229,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     sizes = list(config.channels)
     if 4 * 2 ** (len(sizes) - 2) != config.resolution:
         raise ValueError(f"channels {sizes} give resolution {4 * 2 ** (len(sizes) - 2)}, not {config.resolution}")
-    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress)["images"]
+    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)["images"]
     reals = torch.from_numpy(data).permute(0, 3, 1, 2)  # uint8, converted per batch
 
     generator = GrowingGenerator(sizes).to(device)

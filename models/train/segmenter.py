@@ -20,6 +20,8 @@ __all__ = ["SegmenterConfig", "train_segmenter", "to_class_index"]
 class SegmenterConfig:
     width: int = 32
     resolution: int = 64
+    world: str = "classic"
+    """The scene world trained on: ``classic`` (v1) or ``framed`` (v2)."""
     dataset_size: int = 30000
     steps: int = 4000
     batch_size: int = 32
@@ -48,7 +50,7 @@ def _class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
 
 def train_segmenter(config: SegmenterConfig, run_dir: Path, resume: bool = True, device: str = "cpu",
                     progress: bool = True, max_seconds: float | None = None) -> Path:
-    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress)
+    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)
     objects = to_class_index(data["objects"], "object")
     materials = to_class_index(data["materials"], "material")
     w_obj = _class_weights(objects[:2000], objects.max().item() + 1).to(device)

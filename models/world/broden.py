@@ -44,8 +44,8 @@ def encode_label_png(labels: np.ndarray) -> np.ndarray:
 
 
 def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", val_fraction: float = 0.3,
-                  progress: bool = True, cancelled: Callable[[], bool] | None = None) -> Path:
-    """Render ``count`` scenes of ``split`` and write them as a Broden directory; returns ``out``."""
+                  progress: bool = True, cancelled: Callable[[], bool] | None = None, world: str = "classic") -> Path:
+    """Render ``count`` scenes of ``split`` of ``world`` and write them as a Broden directory; returns ``out``."""
     if count < 1:
         raise ValueError("count must be at least 1")
     out = Path(out)
@@ -57,7 +57,7 @@ def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", v
     for i in tqdm(range(count), desc="export broden", unit="img", disable=not progress):
         if cancelled is not None and i % 64 == 0 and cancelled():
             raise InterruptedError("export cancelled")
-        scene = render_scene(world_seed(split, i), size)
+        scene = render_scene(world_seed(split, i), size, world)
         stem = f"world/{i:06d}"
         Image.fromarray(scene.image).save(out / "images" / f"{stem}.png")
         row = {c: "" for c in INDEX_COLUMNS}

@@ -23,7 +23,7 @@ import numpy as np
 
 from models.world.labels import BOX_LABELS, LABELS, SCENES, color_names, label_id
 
-__all__ = ["Scene", "render_scene", "render_batch", "world_seed", "SPLIT_OFFSETS", "WORLD_VERSION"]
+__all__ = ["Scene", "render_scene", "render_batch", "world_seed", "SPLIT_OFFSETS", "WORLD_VERSION", "WORLDS"]
 
 WORLD_VERSION = 2
 """Bumped whenever a change to the renderer changes any image or label (invalidates caches)."""
@@ -325,49 +325,10 @@ def _draw_lamp(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: flo
     return (cx - head_w * 0.6, top - head_h * 0.2, cx + head_w * 0.6, base_y)
 
 
-MAX_ATTEMPTS = 16
 
-# Visible pixels (as a fraction of the image) that a scene's defining objects must keep after
-# occlusion, so that every scene can be told apart by what it shows.
-_MIN_VISIBLE = {"park": (("lamp",), ("tree",)), "church": (("dome", "tower"),), "village": (("building",),),
-                "lakeside": (("water",), ("mountain",))}
-
-
-def _defining_objects_visible(canvas: _Canvas, name: str) -> bool:
-    threshold = 0.002 * canvas.size**2
-    return all(np.isin(canvas.obj, [L[n] for n in group]).sum() >= threshold for group in _MIN_VISIBLE[name])
-
-
-def render_scene(seed: int, size: int = 64) -> Scene:
-    """Render the scene of ``seed`` at ``size`` x ``size`` pixels (deterministic).
-
-    The rare layout whose defining objects end up hidden (a lamp behind trees) is redrawn from a
-    seed derived from ``(seed, attempt)``.
-    """
-    if not 8 <= size <= 1024:
-        raise ValueError(f"size must be between 8 and 1024, got {size}")
-    for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
-        canvas, name, scene, key_groups = _render_once(rng, size)
-        if _defining_objects_visible(canvas, name):
-            break
-    image = np.clip(canvas.rgb * 255 + 0.5, 0, 255).astype(np.uint8)
-    boxes = _boxes(canvas, key_groups, name)
-    return Scene(image=image, objects=canvas.obj, materials=canvas.mat, colors=color_names(image),
-                 scene=scene, boxes=boxes)
-
-
-def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int, set[int]]:
-    scene = int(rng.integers(len(SCENES)))
-    name = SCENES[scene]
-    canvas = _Canvas(size)
-    s = size
-    mood = rng.choice(3, p=(0.6, 0.25, 0.15))  # day, dusk, overcast
-    night = mood == 1 and rng.random() < 0.3
-    light = float(rng.uniform(0.85, 1.05) * (0.8 if night else 1.0))
-    horizon = float(rng.uniform(0.42, 0.58))
-
-    # sky
+def _paint_sky(canvas: _Canvas, rng: np.random.Generator, horizon: float, mood: int, light: float) -> np.ndarray:
+    """Vertical sky gradient down to just below the horizon; returns the horizon colour."""
+    s = canvas.size
     if mood == 0:
         top_c, hor_c = _jitter(rng, (0.3, 0.5, 0.85), 0.06), _jitter(rng, (0.65, 0.8, 0.95), 0.05)
     elif mood == 1:
@@ -378,11 +339,15 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
     sky = (top_c * (1 - t) + hor_c * t) * light
     win = (slice(0, s), slice(0, s))
     canvas.paint(win, canvas.box_cov(win, 0, 0, 1, horizon + 0.02), np.broadcast_to(sky, (s, s, 3)), L["sky"])
+    return hor_c
 
-    # clouds
+
+def _paint_clouds(canvas: _Canvas, rng: np.random.Generator, horizon: float, mood: int, light: float,
+                  scale: float = 1.0) -> None:
+    """Zero to four clouds of overlapping ellipses in the upper sky; ``scale`` sizes them."""
     for _ in range(int(rng.choice(5, p=(0.2, 0.3, 0.25, 0.15, 0.1)))):
         cx, cy = rng.uniform(0.0, 1.0), rng.uniform(0.06, horizon * 0.6)
-        rx, ry = rng.uniform(0.08, 0.18), rng.uniform(0.03, 0.06)
+        rx, ry = rng.uniform(0.08, 0.18) * scale, rng.uniform(0.03, 0.06) * scale
         cloud = canvas.new_instance(L["cloud"], 0)
         cwin = canvas.window(cx - rx * 1.6, cy - ry * 2, cx + rx * 1.6, cy + ry * 1.2)
         if not cwin:
@@ -396,29 +361,34 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
             ccol = ccol * np.array((1.0, 0.85, 0.8), np.float32)
         canvas.paint(cwin, cov, ccol * light, L["cloud"], 0, cloud)
 
-    # mountains
-    has_mountain = name == "lakeside" or rng.random() < 0.25
-    if has_mountain:
-        for layer in range(int(rng.integers(1, 3))):
-            peak = float(rng.uniform(0.12, 0.28)) * (1.0 if layer == 0 else 0.7)
-            xs = canvas.centers
-            phase = rng.uniform(0, 2 * np.pi, 3)
-            freq = rng.uniform(2, 6, 3)
-            ridge = horizon - peak * (0.55 + 0.45 * (
-                np.sin(xs * freq[0] * np.pi + phase[0]) * 0.5 + np.sin(xs * freq[1] * np.pi + phase[1]) * 0.3
-                + np.sin(xs * freq[2] * 2 * np.pi + phase[2]) * 0.2))
-            mwin = (slice(0, s), slice(0, s))
-            ys = canvas.centers[:, None]
-            cov = np.clip((ys - ridge[None, :]) * s + 0.5, 0, 1) * canvas.box_cov(mwin, 0, 0, 1, horizon + 0.02)
-            base_c = _jitter(rng, (0.42, 0.42, 0.52) if layer == 0 else (0.35, 0.42, 0.35), 0.06)
-            height_frac = np.clip((horizon - ys) / peak, 0, 1)
-            color = base_c[None, None] * (0.85 + 0.3 * height_frac[..., None])
-            if rng.random() < 0.4:  # snow caps
-                snow = np.clip((height_frac - 0.7) * 6, 0, 1)[..., None]
-                color = color * (1 - snow) + 0.95 * snow
-            canvas.paint(mwin, cov, np.broadcast_to(color * light, (s, s, 3)), L["mountain"])
 
-    # ground
+def _paint_mountains(canvas: _Canvas, rng: np.random.Generator, horizon: float, light: float,
+                     scale: float = 1.0) -> None:
+    """One or two ridges of summed sines standing on the horizon, sometimes snow-capped."""
+    s = canvas.size
+    for layer in range(int(rng.integers(1, 3))):
+        peak = float(rng.uniform(0.12, 0.28)) * (1.0 if layer == 0 else 0.7) * scale
+        xs = canvas.centers
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        freq = rng.uniform(2, 6, 3)
+        ridge = horizon - peak * (0.55 + 0.45 * (
+            np.sin(xs * freq[0] * np.pi + phase[0]) * 0.5 + np.sin(xs * freq[1] * np.pi + phase[1]) * 0.3
+            + np.sin(xs * freq[2] * 2 * np.pi + phase[2]) * 0.2))
+        mwin = (slice(0, s), slice(0, s))
+        ys = canvas.centers[:, None]
+        cov = np.clip((ys - ridge[None, :]) * s + 0.5, 0, 1) * canvas.box_cov(mwin, 0, 0, 1, horizon + 0.02)
+        base_c = _jitter(rng, (0.42, 0.42, 0.52) if layer == 0 else (0.35, 0.42, 0.35), 0.06)
+        height_frac = np.clip((horizon - ys) / peak, 0, 1)
+        color = base_c[None, None] * (0.85 + 0.3 * height_frac[..., None])
+        if rng.random() < 0.4:  # snow caps
+            snow = np.clip((height_frac - 0.7) * 6, 0, 1)[..., None]
+            color = color * (1 - snow) + 0.95 * snow
+        canvas.paint(mwin, cov, np.broadcast_to(color * light, (s, s, 3)), L["mountain"])
+
+
+def _paint_grass(canvas: _Canvas, rng: np.random.Generator, horizon: float, light: float) -> None:
+    """Grass from the horizon down, lighter towards the viewer, with per-pixel noise."""
+    s = canvas.size
     grass_c = _jitter(rng, (0.3, 0.6, 0.22) if rng.random() < 0.8 else (0.55, 0.6, 0.25), 0.06)
     gwin = canvas.window(0, horizon, 1, 1)
     ys = canvas.centers[gwin[0]]
@@ -427,18 +397,94 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
     grass = grass_c * (0.8 + 0.35 * depth) * noise * light
     canvas.paint(gwin, canvas.box_cov(gwin, 0, horizon, 1, 1), np.clip(grass, 0, 1), L["grass"])
 
+
+
+def _paint_water(canvas: _Canvas, rng: np.random.Generator, horizon: float, hor_c: np.ndarray, light: float,
+                 lake: bool, depth: tuple[float, float] = (0.12, 0.3)) -> float:
+    """A lake band from the horizon down (``lake``) or a pond; returns the water's lower edge."""
+    s = canvas.size
+    wy1 = horizon + float(rng.uniform(*depth))
+    wwin = canvas.window(0, horizon, 1, wy1)
+    if wwin:
+        ys = canvas.centers[wwin[0]]
+        wc = _jitter(rng, (0.2, 0.4, 0.7), 0.06) * 0.7 + hor_c * 0.3
+        ripple = 1.0 + 0.12 * np.sin(ys * s * 2.1 + rng.uniform(0, 6))[:, None, None]
+        cov = canvas.box_cov(wwin, 0, horizon, 1, wy1)
+        if not lake:
+            cov = canvas.ellipse_cov(wwin, rng.uniform(0.3, 0.7), (horizon + wy1) / 2, rng.uniform(0.2, 0.4), (wy1 - horizon) / 2)
+        canvas.paint(wwin, cov, np.broadcast_to(np.clip(wc * ripple * light, 0, 1), cov.shape + (3,)), L["water"])
+    return wy1
+
+
+MAX_ATTEMPTS = 16
+
+# Visible pixels (as a fraction of the image) that a scene's defining objects must keep after
+# occlusion, so that every scene can be told apart by what it shows.
+_MIN_VISIBLE = {"park": (("lamp",), ("tree",)), "church": (("dome", "tower"),), "village": (("building",),),
+                "lakeside": (("water",), ("mountain",))}
+
+
+def _defining_objects_visible(canvas: _Canvas, name: str) -> bool:
+    threshold = 0.002 * canvas.size**2
+    return all(np.isin(canvas.obj, [L[n] for n in group]).sum() >= threshold for group in _MIN_VISIBLE[name])
+
+
+def render_scene(seed: int, size: int = 64, world: str = "classic") -> Scene:
+    """Render the scene of ``seed`` at ``size`` x ``size`` pixels (deterministic) in ``world``.
+
+    Worlds (``WORLDS``): ``classic`` (world v1: small buildings in a wide landscape, the world64
+    model's data) and ``framed`` (world v2: one large building framed like LSUN church_outdoor).
+    The rare layout whose defining objects end up hidden (a lamp behind trees) is redrawn from a
+    seed derived from ``(seed, attempt)``.
+    """
+    if not 8 <= size <= 1024:
+        raise ValueError(f"size must be between 8 and 1024, got {size}")
+    layout = _layout(world)
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
+        canvas, name, scene, key_groups = layout(rng, size)
+        if _defining_objects_visible(canvas, name):
+            break
+    image = np.clip(canvas.rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+    boxes = _boxes(canvas, key_groups, name)
+    return Scene(image=image, objects=canvas.obj, materials=canvas.mat, colors=color_names(image),
+                 scene=scene, boxes=boxes)
+
+
+WORLDS: tuple[str, ...] = ("classic", "framed")
+"""The scene worlds: ``classic`` is world v1, ``framed`` world v2."""
+
+
+def _layout(world: str):  # type: ignore[no-untyped-def]
+    if world == "classic":
+        return _render_once
+    if world == "framed":
+        from models.world.framed import render_framed_once
+
+        return render_framed_once
+    raise ValueError(f"unknown world {world!r}; worlds are {', '.join(WORLDS)}")
+
+
+def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int, set[int]]:
+    scene = int(rng.integers(len(SCENES)))
+    name = SCENES[scene]
+    canvas = _Canvas(size)
+    s = size
+    mood = rng.choice(3, p=(0.6, 0.25, 0.15))  # day, dusk, overcast
+    night = mood == 1 and rng.random() < 0.3
+    light = float(rng.uniform(0.85, 1.05) * (0.8 if night else 1.0))
+    horizon = float(rng.uniform(0.42, 0.58))
+
+    hor_c = _paint_sky(canvas, rng, horizon, mood, light)
+    _paint_clouds(canvas, rng, horizon, mood, light)
+    has_mountain = name == "lakeside" or rng.random() < 0.25
+    if has_mountain:
+        _paint_mountains(canvas, rng, horizon, light)
+    _paint_grass(canvas, rng, horizon, light)
+
     # water
     if name == "lakeside" or (name == "park" and rng.random() < 0.2):
-        wy1 = horizon + float(rng.uniform(0.12, 0.3))
-        wwin = canvas.window(0, horizon, 1, wy1)
-        if wwin:
-            ys = canvas.centers[wwin[0]]
-            wc = _jitter(rng, (0.2, 0.4, 0.7), 0.06) * 0.7 + hor_c * 0.3
-            ripple = 1.0 + 0.12 * np.sin(ys * s * 2.1 + rng.uniform(0, 6))[:, None, None]
-            cov = canvas.box_cov(wwin, 0, horizon, 1, wy1)
-            if name != "lakeside":
-                cov = canvas.ellipse_cov(wwin, rng.uniform(0.3, 0.7), (horizon + wy1) / 2, rng.uniform(0.2, 0.4), (wy1 - horizon) / 2)
-            canvas.paint(wwin, cov, np.broadcast_to(np.clip(wc * ripple * light, 0, 1), cov.shape + (3,)), L["water"])
+        wy1 = _paint_water(canvas, rng, horizon, hor_c, light, lake=name == "lakeside")
     else:
         wy1 = horizon
 
@@ -531,10 +577,10 @@ def _boxes(canvas: _Canvas, key_groups: set[int], scene_name: str) -> list[tuple
     return boxes
 
 
-def render_batch(seeds: list[int] | range, size: int = 64) -> dict[str, np.ndarray]:
+def render_batch(seeds: list[int] | range, size: int = 64, world: str = "classic") -> dict[str, np.ndarray]:
     """Render many scenes: arrays ``images`` (N,H,W,3) uint8, ``objects``, ``materials``, ``colors`` (N,H,W)
     uint8 and ``scenes`` (N,) int64."""
-    scenes = [render_scene(int(seed), size) for seed in seeds]
+    scenes = [render_scene(int(seed), size, world) for seed in seeds]
     return {
         "images": np.stack([sc.image for sc in scenes]),
         "objects": np.stack([sc.objects for sc in scenes]),

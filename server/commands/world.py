@@ -11,6 +11,7 @@ from PIL import Image
 
 from models.world import LABELS, SCENES, render_scene, world_seed
 from models.world.broden import export_broden
+from models.world.render import WORLDS
 from server.commands import Command, CommandError
 
 
@@ -22,17 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels, 8..1024 (default 64)")
     parser.add_argument("--split", default="probe", choices=("train", "heldout", "probe"),
                         help="which seed range to draw from (default probe)")
+    parser.add_argument("--world", default="classic", choices=WORLDS,
+                        help="classic (world v1, world64's data) or framed (world v2, one large building per scene)")
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _preview(out: Path, count: int, size: int, split: str) -> dict:
+def _preview(out: Path, count: int, size: int, split: str, world: str) -> dict:
     columns = 8
     rows = -(-count // columns)
     palette = np.array([label.rgb for label in LABELS], np.uint8)
     grid = np.zeros((rows * size, columns * size * 2, 3), np.uint8)
     scenes = []
     for i in range(count):
-        scene = render_scene(world_seed(split, i), size)
+        scene = render_scene(world_seed(split, i), size, world)
         r, c = divmod(i, columns)
         grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = scene.image
         grid[r * size:(r + 1) * size, (columns + c) * size:(columns + c + 1) * size] = palette[scene.objects]
@@ -50,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "preview":
         if args.count > 1024:
             raise CommandError("preview shows at most 1024 scenes")
-        report = _preview(args.out, args.count, args.size, args.split)
+        report = _preview(args.out, args.count, args.size, args.split, args.world)
     else:
         if args.out.exists() and any(args.out.iterdir()):
             raise CommandError(f"--out {args.out} exists and is not empty")
-        export_broden(args.out, args.count, args.size, args.split, progress=not args.no_progress)
+        export_broden(args.out, args.count, args.size, args.split, progress=not args.no_progress, world=args.world)
         report = {"written": str(args.out), "images": args.count}
     print(json.dumps(report))
     return 0
