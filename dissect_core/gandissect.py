@@ -94,6 +94,9 @@ class LayerTable:
     """(labels, units) mean feature where each label covers >= half a cell: what a brush adds."""
     concept_cells: np.ndarray | None = None
     """(labels,) how many cells that mean is over (0: the label never covered a cell)."""
+    insertion_alpha: np.ndarray | None = None
+    """(labels, units) learned per-unit insertion weights (``dissect_core.insertion``); a row of
+    zeros means none were learned for that label."""
 
     def concept_feature(self, concept: str) -> np.ndarray | None:
         """The concept's insertion vector, or None when the table has none for it."""
@@ -103,8 +106,13 @@ class LayerTable:
         return self.concept_features[number] if self.concept_cells[number] > 0 else None
 
     def insertion(self, concept: str) -> str:
-        """How a brush adds this concept: ``feature`` (its mean feature) or ``units`` (ranked units)."""
-        return "feature" if self.concept_feature(concept) is not None else "units"
+        """How a brush adds this concept: ``learned`` (learned per-unit weights at its mean feature),
+        ``feature`` (its mean feature on every unit) or ``units`` (ranked units at their q99 level)."""
+        if self.concept_feature(concept) is None:
+            return "units"
+        if self.insertion_alpha is not None and self.insertion_alpha[self.label_number(concept)].any():
+            return "learned"
+        return "feature"
 
     @property
     def units(self) -> int:

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
     from dissect_core.gandissect import LayerTable
 
-__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "concept_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
+__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion", "learned_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
 
 Action = Literal["add", "remove", "erase"]
 MAX_UNIT_FRACTION = 0.16
@@ -52,6 +53,8 @@ class Stroke:
     soft: bool = False
     alpha: float = 1.0
     """Opacity of an add or remove stroke (multiplies the pooled mask)."""
+    weights: tuple[float, ...] = ()
+    """Per-unit opacity in [0, 1] (learned insertion); empty means 1 for every unit."""
 
     def __post_init__(self) -> None:
         if self.action not in ("add", "remove", "erase"):
@@ -62,6 +65,8 @@ class Stroke:
             raise ValueError(f"mask must be 2-d (H, W), got {tuple(self.mask.shape)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.weights and (len(self.weights) != len(self.units) or not all(0.0 <= w <= 1.0 for w in self.weights)):
+            raise ValueError("weights need one value in [0, 1] per unit")
 
 
 def unit_values(units: Sequence[int], levels: Sequence[float] | torch.Tensor, strength: float) -> tuple[float, ...]:
@@ -89,19 +94,53 @@ def concept_insertion(feature: Sequence[float] | torch.Tensor, strength: float) 
     return tuple(range(len(values))), values, 0.5 + strength / 2
 
 
-def brush_edit(table: LayerTable, concept: str, action: Action, strength: float
-               ) -> tuple[tuple[int, ...], tuple[float, ...], float]:
-    """Units, values and opacity of a concept brush stroke (``KeyError`` for unknown concepts).
+def learned_insertion(alpha: Sequence[float] | np.ndarray, value: Sequence[float] | np.ndarray, strength: float,
+                      min_weight: float = 0.01) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+    """Units, values and per-unit opacities of an add stroke with learned weights (``dissect_core.insertion``):
+    the units whose weight is at least ``min_weight``, written at the insertion vector with opacity
+    ``min(1, weight * (0.5 + strength))`` (the learned weights themselves at the default 0.5)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    alpha = np.asarray(alpha, dtype=np.float64)
+    units = tuple(int(u) for u in np.flatnonzero(alpha >= min_weight))
+    scale = 0.5 + strength
+    return (units, tuple(float(value[u]) for u in units),
+            tuple(float(min(1.0, alpha[u] * scale)) for u in units))
 
-    ``remove``: the brush's top ranked units, to zero. ``add``: the concept's mean feature
-    (``concept_insertion``) when the table has one, else the top ranked units at their q99 level.
+
+class BrushEdit(NamedTuple):
+    """What a concept brush writes: units, their values (add only), opacity, per-unit weights."""
+
+    units: tuple[int, ...]
+    values: tuple[float, ...]
+    alpha: float
+    weights: tuple[float, ...]
+
+    def stroke(self, action: Action, mask: torch.Tensor, soft: bool = False) -> Stroke:
+        return Stroke(self.units, self.values if action == "add" else (), action, mask, soft, self.alpha, self.weights)
+
+
+def brush_edit(table: LayerTable, concept: str, action: Action, strength: float) -> BrushEdit:
+    """Units, values, opacity and per-unit weights of a concept brush stroke (``KeyError`` for unknown
+    concepts).
+
+    ``remove``: the brush's top ranked units, to zero. ``add``, by what the table holds for the
+    concept (``LayerTable.insertion``): ``learned`` per-unit weights at the insertion vector,
+    else its mean ``feature`` on every unit (``concept_insertion``), else the top ranked ``units``
+    at their q99 level.
     """
     if action == "add":
-        feature = table.concept_feature(concept)
-        if feature is not None:
-            return concept_insertion(feature, strength)
+        mode = table.insertion(concept)
+        if mode == "learned":
+            number = table.label_number(concept)
+            assert table.insertion_alpha is not None and table.concept_features is not None
+            units, values, weights = learned_insertion(table.insertion_alpha[number], table.concept_features[number], strength)
+            return BrushEdit(units, values, 1.0, weights)
+        if mode == "feature":
+            units, values, alpha = concept_insertion(table.concept_feature(concept), strength)  # type: ignore[arg-type]
+            return BrushEdit(units, values, alpha, ())
     units, values = brush_units(table.concept_ranking(concept), table.q99, strength, table.units)
-    return units, values if action == "add" else (), 1.0
+    return BrushEdit(units, values if action == "add" else (), 1.0, ())
 
 
 def pool_mask(mask: torch.Tensor, size: tuple[int, int], soft: bool = False) -> torch.Tensor:
@@ -127,6 +166,8 @@ def edit_maps(strokes: Sequence[Stroke], shape: tuple[int, int, int], device: to
             raise ValueError(f"unit out of range for a layer with {channels} units")
         units = torch.tensor(stroke.units, device=device, dtype=torch.long)
         a = (m * stroke.alpha)[None].expand(len(units), h, w)
+        if stroke.weights:
+            a = a * torch.tensor(stroke.weights, device=device, dtype=dtype)[:, None, None]
         a_acc[units] = 1 - (1 - a_acc[units]) * (1 - a)
         if stroke.action == "add":
             v = torch.tensor(stroke.values, device=device, dtype=dtype)[:, None, None]

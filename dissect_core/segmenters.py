@@ -55,6 +55,20 @@ class WorldSegmenterAdapter:
                                                      mode="bilinear", align_corners=False)
         return self.model.segment(images)
 
+    def concept_probability(self, images: torch.Tensor, number: int) -> torch.Tensor:
+        """(N, H', W') differentiable probability of label ``number`` (an object or material) per pixel:
+        what learned insertion maximises."""
+        from models.segmenter import class_label_numbers
+
+        if images.shape[-1] != self.input_size:
+            images = torch.nn.functional.interpolate(images, size=(self.input_size, self.input_size),
+                                                     mode="bilinear", align_corners=False)
+        category = self.labels[number][1]
+        if category not in ("object", "material"):
+            raise ValueError(f"label {self.labels[number][0]!r} ({category}) has no learned head")
+        index = int((class_label_numbers(category) == number).nonzero()[0, 0])
+        return self.model(images)[category].float().softmax(1)[:, index]
+
 
 def load_segmenter(spec: str, device: str = "cpu", zoo_dir: object = None) -> Segmenter:
     """A zoo id (``world64/segmenter``) or ``package.module:factory`` (called with ``device=``)."""

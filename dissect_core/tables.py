@@ -80,7 +80,7 @@ def save_table(table: LayerTable, directory: str | os.PathLike[str], provenance:
         document["causal"] = table.causal
         document["causal_effect"] = table.causal_effect
         (staging / "table.json").write_text(json.dumps(document))
-        extra = {name: getattr(table, name) for name in ("iqr", "concept_features", "concept_cells")
+        extra = {name: getattr(table, name) for name in ("iqr", "concept_features", "concept_cells", "insertion_alpha")
                  if getattr(table, name) is not None}
         np.savez(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
                  top_images=table.top_images, top_scores=table.top_scores, **extra)
@@ -106,7 +106,7 @@ def load_table(directory: str | os.PathLike[str]) -> LayerTable:
             raise TableError(f"{directory}: table version {document.get('version')}, expected {TABLE_VERSION}")
         with np.load(directory / "arrays.npz") as arrays:
             data = {k: arrays[k] for k in ("iou", "level", "q99", "top_images", "top_scores")}
-            for name in ("iqr", "concept_features", "concept_cells"):  # absent in older tables
+            for name in ("iqr", "concept_features", "concept_cells", "insertion_alpha"):  # absent in older tables
                 data[name] = arrays[name] if name in arrays.files else None
         table = LayerTable(
             layer=document["layer"], shape=tuple(document["shape"]), labels=[tuple(x) for x in document["labels"]],

@@ -443,16 +443,17 @@ class InferenceExecutor:
                                           "explicit units", "no_brushes", 422)
                     raise RenderError(f"brushes of {model.id}/{layer} are not ready yet", "tables_not_ready", 503)
                 try:
-                    units, values, alpha = brush_edit(table, spec.brush, spec.action, spec.strength)
+                    edit = brush_edit(table, spec.brush, spec.action, spec.strength)
                 except KeyError:
                     raise RenderError(f"unknown brush {spec.brush!r}", "unknown_brush", 422) from None
-            else:
-                bad = [u for u in spec.units or [] if u >= channels]
-                if bad:
-                    raise RenderError(f"units {bad[:5]} out of range: {layer} has {channels} units", "bad_units", 422)
-                if levels is None:
-                    levels = table.q99 if table is not None else self.catalog.fallback_levels(model, layer).cpu().numpy()
-                units, alpha = tuple(spec.units or ()), 1.0
-                values = unit_values(units, levels, spec.strength) if spec.action == "add" else ()
-            strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft, alpha))
+                strokes.append(edit.stroke(spec.action, mask, spec.mask.soft))
+                continue
+            bad = [u for u in spec.units or [] if u >= channels]
+            if bad:
+                raise RenderError(f"units {bad[:5]} out of range: {layer} has {channels} units", "bad_units", 422)
+            if levels is None:
+                levels = table.q99 if table is not None else self.catalog.fallback_levels(model, layer).cpu().numpy()
+            units = tuple(spec.units or ())
+            values = unit_values(units, levels, spec.strength) if spec.action == "add" else ()
+            strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft))
         return strokes

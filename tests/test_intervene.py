@@ -127,13 +127,31 @@ def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units() -> None:
         causal={"tree": [7, 3, 1, 0, 2, 4, 5, 6, 8, 9], "dome": [2, 1, 0, 3, 4, 5, 6, 7, 8, 9]},
         concept_features=np.stack([np.zeros(units), np.linspace(1, 2, units), np.zeros(units)]),
         concept_cells=np.array([0, 12, 0]))
-    chosen, values, alpha = brush_edit(table, "tree", "add", 0.5)
+    chosen, values, alpha, weights = brush_edit(table, "tree", "add", 0.5)
     assert chosen == tuple(range(units)) and values == pytest.approx(tuple(np.linspace(1, 2, units)))
-    assert alpha == 0.75 and brush_edit(table, "tree", "add", 1.0)[2] == 1.0
+    assert alpha == 0.75 and brush_edit(table, "tree", "add", 1.0).alpha == 1.0 and weights == ()
+    assert table.insertion("tree") == "feature"
     # no feature for dome (it never covered a cell): its top units at q99, scaled by strength
-    chosen, values, alpha = brush_edit(table, "dome", "add", 0.5)
+    chosen, values, alpha, _ = brush_edit(table, "dome", "add", 0.5)
     assert chosen == (2,) and values == (2.0,) and alpha == 1.0
-    chosen, values, alpha = brush_edit(table, "tree", "remove", 1.0)
+    chosen, values, alpha, _ = brush_edit(table, "tree", "remove", 1.0)
     assert chosen == (7, 3) and values == () and alpha == 1.0
     with pytest.raises(KeyError):
         brush_edit(table, "lamp", "add", 0.5)
+
+    # learned weights: only the weighted units, at the insertion vector, opacity = weight x (0.5 + s)
+    table.insertion_alpha = np.zeros((3, units))
+    table.insertion_alpha[1, [4, 8]] = [0.8, 0.3]
+    assert table.insertion("tree") == "learned" and table.insertion("dome") == "units"
+    edit = brush_edit(table, "tree", "add", 0.5)
+    assert edit.units == (4, 8) and edit.values == pytest.approx((np.linspace(1, 2, units)[4], np.linspace(1, 2, units)[8]))
+    assert edit.weights == pytest.approx((0.8, 0.3)) and brush_edit(table, "tree", "add", 1.0).weights == pytest.approx((1.0, 0.45))
+    x = torch.zeros(1, units, 4, 4)
+    mask = torch.zeros(4, 4)
+    mask[1:3, 1:3] = 1
+    a, b = edit_maps([edit.stroke("add", mask)], (units, 4, 4))
+    out = apply_edit(x, a, b)
+    assert out[0, 4, 1, 1] == pytest.approx(0.8 * edit.values[0]) and out[0, 8, 2, 2] == pytest.approx(0.3 * edit.values[1])
+    assert out[0, 4, 0, 0] == 0 and out[0, [0, 1, 2, 3, 5, 6, 7, 9]].abs().sum() == 0
+    with pytest.raises(ValueError, match="weights"):
+        Stroke((0, 1), (1.0, 1.0), "add", mask, weights=(0.5,))

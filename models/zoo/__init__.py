@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights", "load_model",
+    "companion_id",
 ]
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -76,6 +77,17 @@ def get_entry(model_id: str, zoo_dir: str | os.PathLike[str] | None = None) -> Z
     if not entry.weights.is_file():
         raise ZooError(f"zoo model {model_id!r}: weight file {entry.weights} is missing")
     return entry
+
+
+def companion_id(generator_id: str, component: str, zoo_dir: str | os.PathLike[str] | None = None) -> str:
+    """The zoo id of a generator's ``segmenter`` or ``classifier``: the one its card names (trained on
+    the same world), else ``<name>/<component>``."""
+    try:
+        card = get_entry(generator_id, zoo_dir).card
+    except ZooError:
+        card = {}
+    named = card.get("companions", {}).get(component) if isinstance(card.get("companions"), dict) else None
+    return str(named) if named else f"{generator_id.split('/')[0]}/{component}"
 
 
 def resolve_weights(spec: str, zoo_dir: str | os.PathLike[str] | None = None) -> Path:
