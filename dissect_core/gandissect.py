@@ -90,6 +90,10 @@ class LayerTable:
     causal_effect: dict[str, list[float]] = field(default_factory=dict)
     iqr: np.ndarray | None = None
     """(units,) information quality ratio of each unit's chosen level and label (IQR mode only)."""
+    iqr_label: np.ndarray | None = None
+    """(units,) the label each unit's level was chosen for (IQR mode; 0 when none was eligible). In
+    IQR mode this *is* the unit's label, as in gandissect, even when another label has a higher IoU
+    at that level."""
     concept_features: np.ndarray | None = None
     """(labels, units) mean feature where each label covers >= half a cell: what a brush adds."""
     concept_cells: np.ndarray | None = None
@@ -119,18 +123,33 @@ class LayerTable:
         return self.shape[0]
 
     @property
+    def unit_labels(self) -> np.ndarray:
+        """(units,) each unit's label number: its IQR-chosen label in IQR mode (where one was eligible),
+        else the label with the highest IoU."""
+        best = self.iou.argmax(1)
+        if self.iqr_label is None:
+            return best
+        return np.where(self.iqr_label > 0, self.iqr_label, best)
+
+    @property
+    def unit_ious(self) -> np.ndarray:
+        """(units,) IoU of each unit with its own label (``unit_labels``)."""
+        return self.iou[np.arange(self.units), self.unit_labels]
+
+    @property
     def interpretable(self) -> np.ndarray:
-        """(units,) bool: best IoU above ``min_iou`` (and, with IQR levels, IQR above ``MIN_IQR``).
-        The one definition every count, report and page uses."""
-        mask = self.iou.max(1) > self.config.min_iou
+        """(units,) bool: IoU with the unit's label above ``min_iou`` (and, with IQR levels, that same
+        label's IQR above ``MIN_IQR``: gandissect's rule). The one definition every count, report
+        and page uses."""
+        mask = self.unit_ious > self.config.min_iou
         if self.iqr is not None:
             mask &= self.iqr > MIN_IQR
         return mask
 
     def unit_summary(self, unit: int) -> dict[str, Any]:
-        """Best label overall and per category, IoU, levels, top images of one unit."""
+        """The unit's label, category and IoU, best label per category, levels, top images."""
         row = self.iou[unit]
-        best = int(row.argmax())
+        label = int(self.unit_labels[unit])
         per_category = {}
         for category in self.categories:
             numbers = [n for n, (_, c) in enumerate(self.labels) if c == category]
@@ -139,9 +158,9 @@ class LayerTable:
                 per_category[category] = {"label": self.labels[n][0], "iou": float(row[n])}
         return {
             "unit": unit,
-            "label": self.labels[best][0],
-            "category": self.labels[best][1],
-            "iou": float(row[best]),
+            "label": self.labels[label][0],
+            "category": self.labels[label][1],
+            "iou": float(row[label]),
             "interpretable": bool(self.interpretable[unit]),
             "level": float(self.level[unit]),
             "q99": float(self.q99[unit]),
@@ -149,6 +168,12 @@ class LayerTable:
             "top_images": [int(i) for i in self.top_images[unit]],
             "per_category": per_category,
         }
+
+    def detectors(self, concept: str) -> list[int]:
+        """Interpretable units labelled ``concept``, best IoU first."""
+        number = self.label_number(concept)
+        units = np.flatnonzero(self.interpretable & (self.unit_labels == number))
+        return [int(u) for u in units[np.argsort(-self.iou[units, number], kind="stable")]]
 
     def concept_ranking(self, concept: str) -> list[int]:
         """Units ordered for a brush: by causal effect when measured, else by IoU (best first)."""
@@ -164,10 +189,11 @@ class LayerTable:
         raise KeyError(f"unknown concept {concept!r}")
 
     def detectors_per_category(self) -> dict[str, int]:
-        """Count of interpretable units whose best label is in each category (one per unit)."""
+        """Count of interpretable units whose label is in each category (one per unit)."""
         counts = dict.fromkeys(self.categories, 0)
+        labels = self.unit_labels
         for unit in np.flatnonzero(self.interpretable):
-            counts[self.labels[int(self.iou[unit].argmax())][1]] += 1
+            counts[self.labels[int(labels[unit])][1]] += 1
         return counts
 
 
@@ -283,10 +309,11 @@ def dissect(
 
     # IQR mode: each unit's most informative level, chosen on the run's first images
     category_of = category_index(segmenter)
-    iqr = {}
+    iqr: dict = {}
+    iqr_labels: dict = {}
     if config.threshold == "iqr":
         candidates = _calibration_levels(generator, layers, config, shapes)
-        levels, iqr = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size, category_of,
+        levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size, category_of,
                                          lambda done: report("calibrate", len(batches) + done))
 
     # pass 2: IoU with segmenter labels
@@ -311,6 +338,7 @@ def dissect(
             iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
             top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
             config=config, iqr=iqr[layer].cpu().numpy() if layer in iqr else None,
+            iqr_label=iqr_labels[layer].cpu().numpy() if layer in iqr_labels else None,
             concept_features=features[layer].mean().cpu().numpy(), concept_cells=features[layer].cells.cpu().numpy(),
         )
     return tables
@@ -323,9 +351,10 @@ def _calibration_batches(config: DissectConfig) -> list[list[int]]:
 
 def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers: Sequence[str],
                        candidates: dict[str, torch.Tensor], config: DissectConfig, label_size: int,
-                       category_of: list[int], step: Callable[[int], None]) -> tuple[dict, dict]:
+                       category_of: list[int], step: Callable[[int], None]) -> tuple[dict, dict, dict]:
     """Tally the calibration images at every candidate level (this rank's share of the batches,
-    all-reduced) and let each unit pick its level by IQR. Returns (levels, iqr) per layer."""
+    all-reduced) and let each unit pick its level and label by IQR. Returns (levels, iqr, labels)
+    per layer."""
     rank, world = _rank_and_world()
     device = next(generator.parameters()).device
     tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
@@ -338,12 +367,12 @@ def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers:
             for up, chunk_labels in upsampled_chunks(trace[layer], labels):
                 tallies[layer].add(up, chunk_labels)
         step(done)
-    levels, iqr = {}, {}
+    levels, iqr, labels = {}, {}, {}
     for layer in layers:
         tallies[layer].all_reduce()
         choice = choose_levels(tallies[layer].at_levels(), tallies[layer].levels, category_of)
-        levels[layer], iqr[layer] = choice.level, choice.iqr
-    return levels, iqr
+        levels[layer], iqr[layer], labels[layer] = choice.level, choice.iqr, choice.label
+    return levels, iqr, labels
 
 
 def _calibration_levels(generator: torch.nn.Module, layers: Sequence[str], config: DissectConfig,

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dissect_core.gandissect import DissectConfig, dissect
-from dissect_core.tables import load_table, save_table
+from dissect_core.tables import TABLE_VERSION, load_table, save_table
 from server.app import create_app
 from tests.fake_segmenter import ColourRuleSegmenter
 from tests.test_server import ORIGIN, make_settings, recipe
@@ -108,7 +108,7 @@ def test_corrupt_server_cache_is_rebuilt_with_a_warning(tiny_zoo: Path, tmp_path
         client.app.state.ganpaint.catalog.wait(60)
         assert client.get("/api/models/tiny/layers/layer4/brushes").status_code == 200
     assert "damaged" in caplog.text
-    assert json.loads((entries[0] / "table.json").read_text())["version"] == 1
+    assert json.loads((entries[0] / "table.json").read_text())["version"] == TABLE_VERSION
 
 
 @pytest.mark.parametrize("path", [

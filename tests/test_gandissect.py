@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from dissect_core.causal import ablation_effect, label_counts, rank_units, single_unit_effects
 from dissect_core.gandissect import DissectConfig, dissect
-from dissect_core.tables import TableError, cache_key, cached_table, load_table, save_table
+from dissect_core.tables import TABLE_VERSION, TableError, cache_key, cached_table, load_table, save_table
 from models.checkpoints import save_weights
 from models.proggan import ProgressiveGenerator
 from models.samples import z_tensor
@@ -114,7 +114,7 @@ def test_table_round_trip_and_cache(tmp_path: Path, generator: ProgressiveGenera
     np.testing.assert_array_equal(loaded.iou, table.iou)
     assert loaded.config == table.config and loaded.labels == [tuple(x) for x in table.labels]
     document = json.loads((tmp_path / "t" / "table.json").read_text())
-    assert document["version"] == 1 and len(document["units"]) == 12 and "warm" in document["concepts"]
+    assert document["version"] == TABLE_VERSION and len(document["units"]) == 12 and "warm" in document["concepts"]
 
     key = cache_key("abc", "layer4", table.config, "seg")
     assert key != cache_key("abd", "layer4", table.config, "seg")

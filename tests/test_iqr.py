@@ -157,3 +157,47 @@ def test_iqr_finds_broad_concepts_on_the_world_gan() -> None:
         fixed, iqr = (tables[m].iou[:, tables[m].label_number(concept)].max() for m in ("quantile", "iqr"))
         assert fixed < 0.04 < iqr, (concept, fixed, iqr)
     assert (tables["iqr"].iqr > 0).mean() > 0.5
+
+
+def _hand_table(iou: np.ndarray, iqr: np.ndarray | None, iqr_label: np.ndarray | None):  # noqa: ANN202
+    from dissect_core.gandissect import LayerTable
+
+    units = iou.shape[0]
+    return LayerTable(
+        layer="layer4", shape=(units, 2, 2), labels=[("-", ""), ("sky", "object"), ("blue", "color")],
+        categories=["object", "color"], iou=iou, level=np.ones(units), q99=np.ones(units),
+        top_images=np.zeros((units, 1), int), top_scores=np.zeros((units, 1)), config=DissectConfig(threshold="iqr"),
+        iqr=iqr, iqr_label=iqr_label)
+
+
+def test_iqr_units_are_labelled_by_their_iqr_label_not_the_best_iou() -> None:
+    """gandissect's rule: a unit whose level was chosen for "blue" is a blue unit, with blue's IoU,
+    even when sky overlaps its mask more; it is interpretable only if blue passes."""
+    iou = np.array([[0, 0.30, 0.05],   # chosen for blue: blue unit (0.05 > 0.04), not sky
+                    [0, 0.50, 0.03],   # chosen for blue, blue too weak: not interpretable despite sky 0.5
+                    [0, 0.20, 0.01],   # chosen for sky
+                    [0, 0.30, 0.10]])  # no eligible pair: falls back to its best IoU (sky), but IQR 0 fails
+    table = _hand_table(iou, iqr=np.array([0.2, 0.2, 0.2, 0.0]), iqr_label=np.array([2, 2, 1, 0]))
+    assert table.unit_labels.tolist() == [2, 2, 1, 1]
+    np.testing.assert_allclose(table.unit_ious, [0.05, 0.03, 0.20, 0.30])
+    assert table.interpretable.tolist() == [True, False, True, False]
+    assert [table.unit_summary(u)["label"] for u in range(4)] == ["blue", "blue", "sky", "sky"]
+    assert table.unit_summary(1)["iou"] == pytest.approx(0.03)
+    assert table.detectors_per_category() == {"object": 1, "color": 1}
+    assert table.detectors("sky") == [2] and table.detectors("blue") == [0]
+    # without IQR levels the best IoU decides, as before
+    quantile = _hand_table(iou, iqr=None, iqr_label=None)
+    assert quantile.unit_labels.tolist() == [1, 1, 1, 1] and quantile.interpretable.all()
+
+
+def test_iqr_dissection_stores_the_chosen_labels() -> None:
+    torch.manual_seed(4)
+    generator = ProgressiveGenerator([16, 16, 12, 8, 8])
+    for p in generator.parameters():
+        torch.nn.init.normal_(p, std=1.0)
+    generator.eval()
+    config = DissectConfig(samples=24, batch_size=7, label_size=16, topk=3, threshold="iqr")
+    table = dissect(generator, ["layer4"], MedianSplitSegmenter(), config)["layer4"]
+    assert table.iqr_label is not None and table.iqr_label.shape == (12,)
+    eligible = table.iqr > 0
+    assert (table.iqr_label[eligible] > 0).all() and (table.unit_labels[eligible] == table.iqr_label[eligible]).all()

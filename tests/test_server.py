@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
+from dissect_core.tables import TABLE_VERSION
 from models.zoo import list_zoo
 from server.app import create_app
 from server.schemas import MaskSpec
@@ -118,7 +119,7 @@ def test_render_add_changes_the_painted_region_and_undo_restores(client: TestCli
 
 def test_dissection_endpoints(client: TestClient) -> None:
     table = client.get("/api/models/tiny/layers/layer4/dissection").json()
-    assert table["version"] == 1 and len(table["units"]) == 16 and "tree" in table["concepts"]
+    assert table["version"] == TABLE_VERSION and len(table["units"]) == 16 and "tree" in table["concepts"]
     unit = client.get("/api/models/tiny/layers/layer4/units/2").json()
     assert unit["unit"] == 2 and len(unit["top_images"]) > 0
     strip = client.get("/api/models/tiny/layers/layer4/units/2/top.png", params={"count": 3})
