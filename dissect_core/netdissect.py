@@ -2,8 +2,9 @@
 
 Per unit: threshold at the top 0.5 % of its activations over all positions of all probe images
 (exact, via ``stats.TopValues``); upsample its map bilinearly to the segmentation grid; IoU with
-every label, accumulated over the data set, where the unit's area only counts in images that
-carry the label's category (NetDissect's ``tally_units_cat``); per category the best label among
+every label, accumulated over the data set, where the unit's area only counts in images where
+labels of the label's category lie under the unit's mask (NetDissect-Lite's ``tally_units_cat``;
+``denominator="image"`` counts images where the category appears anywhere); per category the best label among
 labels whose primary category it is; interpretable when the best IoU > 0.04. Streaming and
 constant in memory (statistics are sums), batched on the model's device.
 
@@ -40,6 +41,10 @@ class NetDissectConfig:
     topk: int = 10
     limit: int | None = None
     """Use only the first ``limit`` probe images."""
+    denominator: str = "mask"
+    """``mask``: NetDissect-Lite's rule (a unit's area counts for a category only in images where that
+    category's labels lie under its mask); ``image``: wherever the category appears in the image
+    (``stats.IoUTally``)."""
 
 
 @dataclass
@@ -133,7 +138,7 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
             labels[label.number] = (label.name, label.category)
         categories = list(dataset.categories)
         category_of = [-1] + [categories.index(c) if c in categories else -1 for _, c in labels[1:]]
-        tallies = {layer: IoUTally(tops[layer].units, category_of, device) for layer in layers}
+        tallies = {layer: IoUTally(tops[layer].units, category_of, device, config.denominator) for layer in layers}
         for b, indices in enumerate(batches, start=1):
             images, label_maps = _load_batch(dataset, indices, device)
             with Trace(model, layers, stop=True) as trace:
@@ -166,6 +171,7 @@ def tally_csv(table: NetDissectTable) -> str:
         row: list[object] = [unit + 1, category, label, f"{score:.6f}"]
         for c_index, category_name in enumerate(table.categories):
             number, iou = table.best_in_category(unit, category_name)
+            number = number if iou > 0 else 0  # Lite: no label where every IoU is 0
             row += [table.labels[number][0] if number else "", int(table.label_area[number]) if number else 0,
                     int(table.unit_area[unit, c_index]), int(table.intersection[unit, number]) if number else 0,
                     f"{iou:.6f}"]

@@ -219,10 +219,22 @@ class IoUTally:
 
     ``category_of[l]`` is the category index of label ``l`` (−1 for label 0, which is ignored).
     Label maps come one channel per category, holding global label numbers.
+
+    IoU denominators are category-aware: a unit's active pixels in an image count towards the
+    union with a label only if the image "carries" the label's category. ``denominator`` says
+    what carrying means: ``"mask"`` (NetDissect-Lite's ``tally_units_cat``: some pixel of that
+    category lies under the unit's mask in that image) or ``"image"`` (the category appears
+    anywhere in the image; larger denominators, the rule this project's GAN dissection uses).
     """
 
-    def __init__(self, units: int, category_of: Sequence[int], device: torch.device | str = "cpu") -> None:
+    DENOMINATORS = ("image", "mask")
+
+    def __init__(self, units: int, category_of: Sequence[int], device: torch.device | str = "cpu",
+                 denominator: str = "image") -> None:
+        if denominator not in self.DENOMINATORS:
+            raise ValueError(f"denominator must be one of {self.DENOMINATORS}, got {denominator!r}")
         self.units = units
+        self.denominator = denominator
         self.category_of = torch.as_tensor(list(category_of), dtype=torch.long, device=device)
         self.labels = len(category_of)
         self.categories = int(self.category_of.max().item()) + 1
@@ -230,6 +242,9 @@ class IoUTally:
         self.unit_area = torch.zeros(units, self.categories, dtype=torch.int64, device=device)
         self.label_area = torch.zeros(self.labels, dtype=torch.int64, device=device)
         self.images = 0
+        valid = self.category_of >= 0
+        self._label_category = torch.zeros(self.labels, self.categories, device=device)
+        self._label_category[valid.nonzero()[:, 0], self.category_of[valid]] = 1
 
     def add(self, masks: torch.Tensor, label_maps: torch.Tensor) -> None:
         """``masks``: (n, units, H, W) bool; ``label_maps``: (n, channels, H, W) label numbers.
@@ -253,14 +268,20 @@ class IoUTally:
         unit_pixels = flat_masks.sum(2).long()  # (n, units)
         area, present = _label_areas_and_presence(label_maps, self.category_of, self.labels, self.categories)
         self.label_area += area
+        per_image = torch.zeros(n, units, self.labels, device=flat_masks.device)
         for channel in range(label_maps.shape[1]):
             labels = label_maps[:, channel].reshape(n, h * w)
             onehot = torch.nn.functional.one_hot(labels, self.labels).float()  # (n, HW, labels)
-            counts = torch.bmm(flat_masks, onehot).sum(0).round().long()  # (units, labels)
-            counts[:, 0] = 0
-            self.intersection += counts
-        # unit area is charged once to every category present in the image (category-aware denominators)
-        self.unit_area += (unit_pixels[:, :, None] * present[:, None, :]).sum(0)
+            per_image += torch.bmm(flat_masks, onehot)  # (n, units, labels)
+        per_image[:, :, 0] = 0
+        self.intersection += per_image.sum(0).round().long()
+        if self.denominator == "mask":
+            # charged to a category only where its labels lie under the unit's mask (NetDissect-Lite)
+            carries = (per_image @ self._label_category) > 0  # (n, units, categories)
+        else:
+            # charged to every category present in the image
+            carries = present[:, None, :].expand(n, units, self.categories)
+        self.unit_area += (unit_pixels[:, :, None] * carries).sum(0)
 
     def merge(self, other: IoUTally) -> None:
         self.intersection += other.intersection

@@ -33,7 +33,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> BrodenDataset:
     return BrodenDataset(out)
 
 
-def brute_force(model: Probe, data: BrodenDataset, quantile: float) -> np.ndarray:
+def brute_force(model: Probe, data: BrodenDataset, quantile: float, denominator: str = "mask") -> np.ndarray:
     items = [data[i] for i in range(len(data))]
     images = torch.from_numpy(np.stack([im for im, _ in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
@@ -44,26 +44,36 @@ def brute_force(model: Probe, data: BrodenDataset, quantile: float) -> np.ndarra
     primary = {lab.number: lab.category for lab in data.labels}
     iou = np.zeros((6, data.num_labels))
     for number, category in primary.items():
-        inter = unit_area = label_area = np.zeros(6)
         inter, unit_area, label_area = np.zeros(6), np.zeros(6), 0
         for i, (_, labels) in enumerate(items):
             stacked = np.stack([m for c in data.categories for m in labels[c]])
-            has_category = any(primary.get(int(v)) == category for v in np.unique(stacked) if v > 0)
+            of_category = np.isin(stacked, [n for n, c in primary.items() if c == category]).any(0)
             lab = (stacked == number).any(0)
             label_area += lab.sum()
             inter += (masks[i] & lab[None]).reshape(6, -1).sum(1)
-            if has_category:
-                unit_area += masks[i].reshape(6, -1).sum(1)
+            for unit in range(6):
+                carries = (masks[i][unit] & of_category).any() if denominator == "mask" else of_category.any()
+                if carries:
+                    unit_area[unit] += masks[i][unit].sum()
         union = unit_area + label_area - inter
         iou[:, number] = np.where(union > 0, inter / np.maximum(union, 1), 0)
     return iou
 
 
-def test_matches_brute_force(probe: BrodenDataset) -> None:
+@pytest.mark.parametrize("denominator", ["mask", "image"])
+def test_matches_brute_force(probe: BrodenDataset, denominator: str) -> None:
     model = Probe()
-    table = netdissect(model, ["features.1"], probe, NetDissectConfig(quantile=0.02, batch_size=3))["features.1"]
-    np.testing.assert_allclose(table.iou, brute_force(model, probe, 0.02), rtol=1e-5, atol=1e-7)
+    config = NetDissectConfig(quantile=0.02, batch_size=3, denominator=denominator)
+    table = netdissect(model, ["features.1"], probe, config)["features.1"]
+    np.testing.assert_allclose(table.iou, brute_force(model, probe, 0.02, denominator), rtol=1e-5, atol=1e-7)
     assert table.images == 10 and table.top_images.shape == (6, 10)
+
+
+def test_lite_denominators_are_smaller(probe: BrodenDataset) -> None:
+    lite, image = (netdissect(Probe(), ["features.1"], probe, NetDissectConfig(quantile=0.02, denominator=d))["features.1"]
+                   for d in ("mask", "image"))
+    assert (lite.unit_area <= image.unit_area).all() and (lite.unit_area < image.unit_area).any()
+    assert (lite.iou >= image.iou - 1e-7).all()
 
 
 def test_tally_csv_has_netdissect_lite_columns(probe: BrodenDataset) -> None:
@@ -78,6 +88,10 @@ def test_tally_csv_has_netdissect_lite_columns(probe: BrodenDataset) -> None:
     top = rows[0]
     unit = int(top["unit"]) - 1
     assert float(top["score"]) == pytest.approx(table.iou[unit].max(), abs=1e-6)
+    # Lite writes no label (and zero counts) for a category where every IoU of the unit is 0
+    table.iou[:, [n for n, (_, c) in enumerate(table.labels) if c == "material"]] = 0
+    for row in csv.DictReader(io.StringIO(tally_csv(table))):
+        assert row["material-label"] == "" and float(row["material-iou"]) == 0 and row["material-intersect"] == "0"
 
 
 def test_unique_detector_rules(probe: BrodenDataset) -> None:

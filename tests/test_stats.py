@@ -91,6 +91,27 @@ def test_iou_tally_hand_computed() -> None:
     assert iou[3].item() == pytest.approx(1 / (2 + 1 - 1))  # brick: only image 0 counts the unit area
 
 
+def test_iou_tally_lite_denominator_charges_categories_under_the_mask() -> None:
+    """NetDissect-Lite: a unit's active pixels count for a category only in images where that
+    category's labels lie under the mask, not merely somewhere in the image."""
+    category_of = [-1, 0, 0, 1]  # sky, tree (object); brick (material)
+    masks = torch.tensor([[[[1, 1], [0, 0]]], [[[0, 0], [1, 1]]]], dtype=torch.bool)
+    labels = torch.tensor([
+        [[[1, 1], [2, 2]], [[0, 0], [3, 3]]],   # image 0: brick only in the bottom row, unit on top
+        [[[1, 1], [0, 0]], [[0, 0], [3, 0]]],   # image 1: unit on the bottom row: no object there, brick yes
+    ])
+    image_rule, lite = IoUTally(1, category_of), IoUTally(1, category_of, denominator="mask")
+    image_rule.add(masks, labels)
+    lite.add(masks, labels)
+    assert image_rule.intersection.tolist() == lite.intersection.tolist() == [[0, 2, 0, 1]]
+    assert image_rule.unit_area.tolist() == [[4, 4]]  # both categories appear in both images
+    assert lite.unit_area.tolist() == [[2, 2]]  # object under the mask in image 0 only, brick in image 1 only
+    assert lite.iou()[0, 3].item() == pytest.approx(1 / (2 + 3 - 1))
+    assert image_rule.iou()[0, 3].item() == pytest.approx(1 / (4 + 3 - 1))
+    with pytest.raises(ValueError, match="denominator"):
+        IoUTally(1, category_of, denominator="pixels")
+
+
 def test_iou_tally_merges_exactly() -> None:
     torch.manual_seed(1)
     masks = torch.rand(6, 4, 5, 5) > 0.6
