@@ -84,6 +84,18 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def _targets(logits: torch.Tensor, targets: Sequence[int] | torch.Tensor | None, count: int) -> torch.Tensor:
+    """The class explained for each image: given (exactly one per image) or the top prediction."""
+    if targets is None:
+        return logits.argmax(1)
+    target = torch.as_tensor(targets, device=logits.device).long()
+    if target.shape != (count,):
+        raise ValueError(f"need one target per image, got {tuple(target.shape)} for {count} images")
+    if ((target < 0) | (target >= logits.shape[1])).any():
+        raise ValueError(f"targets must be class indices in [0, {logits.shape[1]})")
+    return target
+
+
 class BaseCAM:
     """Shared pipeline; subclasses implement ``weights`` (B, K) or override ``cam``."""
 
@@ -104,9 +116,7 @@ class BaseCAM:
             with Trace(self.model, self.target_layer, detach=False) as trace:
                 logits = self.model(images)
             activations = trace[self.target_layer]
-            target = logits.argmax(1) if targets is None else torch.as_tensor(targets, device=device).long()
-            if target.shape != (images.shape[0],):
-                raise ValueError(f"need one target per image, got {tuple(target.shape)} for {images.shape[0]} images")
+            target = _targets(logits, targets, images.shape[0])
             grads = None
             if self.needs_gradients:
                 score = logits.gather(1, target[:, None]).sum()
@@ -301,7 +311,7 @@ class Saliency(BaseCAM):
         replace = _relus_replaced(self.model, self.mode) if self.mode else _nullcontext()
         with _eval_mode(self.model), torch.enable_grad(), replace:
             logits = self.model(images)
-            target = logits.argmax(1) if targets is None else torch.as_tensor(targets, device=device).long()
+            target = _targets(logits, targets, images.shape[0])
             (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), images)
         raw = grad.abs().amax(1) if self.mode is None else grad.clamp(min=0).amax(1)
         return CamResult(raw.detach(), normalize_maps(raw.detach()), logits.detach(), target)

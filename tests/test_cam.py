@@ -87,6 +87,19 @@ def test_default_targets_are_the_top_predictions(net: GapNet) -> None:
         GradCAM(net, "features")(x, [0, 1])
 
 
+@pytest.mark.parametrize("method", ["saliency", "guidedbackprop", "deconvnet", "gradcam", "cam"])
+def test_every_method_needs_one_valid_target_per_image(net: GapNet, method: str) -> None:
+    """One target for two images used to return an all-zero map for the second (gradient methods)."""
+    x = torch.randn(2, 3, 16, 16)
+    explainer = make_method(method, net, "features")
+    with pytest.raises(ValueError, match="one target per image"):
+        explainer(x, [1])
+    with pytest.raises(ValueError, match="class indices"):
+        explainer(x, [0, 99])
+    result = explainer(x, [0, 1])
+    assert result.targets.tolist() == [0, 1] and (result.raw.flatten(1).abs().amax(1) > 0).all()
+
+
 def test_target_layer_is_found() -> None:
     assert find_target_layer(SceneClassifier(width=4)) == "features.block4"
     assert find_target_layer(GapNet(), (3, 16, 16)) == "features"
