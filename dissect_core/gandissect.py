@@ -67,8 +67,9 @@ class DissectConfig:
     label_size: int | None = None
     """Side of the label grid IoU is computed on; default half the image size (as gandissect)."""
     min_iou: float = 0.04
-    threshold: str = "quantile"
-    """``quantile``: every unit at its top-``quantile`` level; ``iqr``: each unit's most informative level."""
+    threshold: str = "iqr"
+    """``iqr`` (the default everywhere: CLI, server, jobs API, as gandissect for GANs): each unit's most
+    informative level; ``quantile``: every unit at its top-``quantile`` level."""
 
 
 @dataclass

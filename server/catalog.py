@@ -73,7 +73,7 @@ class Catalog:
 
     def __init__(self, default_model: str, models_dir: Path | None, cache_dir: Path, segmenter_spec: str | None,
                  device: torch.device, dissect_samples: int = 2000, causal_samples: int = 64,
-                 zoo_dir: Path | None = None, dissect_threshold: str = "iqr") -> None:
+                 zoo_dir: Path | None = None, dissect_threshold: str = DissectConfig.threshold) -> None:
         self.default_model = default_model
         self.zoo_dir = zoo_dir
         self.models_dir = models_dir

@@ -34,6 +34,8 @@ from server.catalog import Catalog, LoadedModel
 from server.metrics import Metrics
 from server.schemas import Recipe
 
+from server.settings import DEFAULT_MAX_BATCH
+
 __all__ = ["InferenceExecutor", "resolve_precision", "RenderResult", "RenderError", "Busy", "Superseded", "FeatureCache"]
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 class InferenceExecutor:
-    def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = 8,
+    def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = DEFAULT_MAX_BATCH,
                  batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512,
                  dtype: torch.dtype = torch.float32) -> None:
         self.catalog = catalog

@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dissect_core.gandissect import DissectConfig
+
+DEFAULT_MAX_BATCH = 32
+"""Most requests one forward pass renders (the executor's default too)."""
+
 __all__ = ["Settings"]
 
 
@@ -41,7 +46,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
 
     queue_size: int = Field(64, ge=1, le=10_000)
-    max_batch: int = Field(32, ge=1, le=256)
+    max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1, le=256)
     batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Precision of rendering after the edit layer. ``auto``: bfloat16 where the hardware has it
@@ -56,7 +61,7 @@ class Settings(BaseSettings):
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)
     causal_samples: int = Field(64, ge=0, le=10_000)
-    dissect_threshold: Literal["quantile", "iqr"] = "iqr"
+    dissect_threshold: Literal["quantile", "iqr"] = DissectConfig.threshold  # type: ignore[assignment]
     """How tables built by the server set unit levels (see ``dissect_core.iqr``)."""
 
     def origin_allowed(self, origin: str | None) -> bool:

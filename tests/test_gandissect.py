@@ -63,7 +63,7 @@ def brute_force(generator: ProgressiveGenerator, layer: str, samples: int, quant
 
 
 def test_dissect_matches_brute_force(generator: ProgressiveGenerator) -> None:
-    config = DissectConfig(samples=24, batch_size=7, quantile=0.05, label_size=16, topk=3)
+    config = DissectConfig(samples=24, batch_size=7, quantile=0.05, label_size=16, topk=3, threshold="quantile")
     table = dissect(generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
     expected = brute_force(generator, "layer4", 24, 0.05, 16)
     np.testing.assert_allclose(table.level, expected["level"], rtol=1e-6)
@@ -160,7 +160,7 @@ def test_two_processes_give_the_same_table(tmp_path: Path, generator: Progressiv
 
 
 def test_concept_features_are_mean_features_of_covered_cells(generator: ProgressiveGenerator) -> None:
-    config = DissectConfig(samples=12, batch_size=5, label_size=16)
+    config = DissectConfig(samples=12, batch_size=5, label_size=16, threshold="quantile")
     table = dissect(generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
     z = z_tensor(range(12), generator.z_dim)
     with torch.no_grad():

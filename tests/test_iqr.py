@@ -129,7 +129,7 @@ def test_iqr_dissection_measures_iou_at_the_chosen_levels() -> None:
     segmenter = MedianSplitSegmenter()
     table = dissect(generator, ["layer4"], segmenter, config)["layer4"]
     fixed = dissect(generator, ["layer4"], segmenter, DissectConfig(
-        samples=24, batch_size=7, label_size=16, topk=3))["layer4"]
+        samples=24, batch_size=7, label_size=16, topk=3, threshold="quantile"))["layer4"]
     assert table.iqr is not None and table.iqr.shape == (12,)
     # a unit with no eligible (level, label) pair keeps its top-1 % candidate
     assert np.allclose(table.level[table.iqr == 0], fixed.level[table.iqr == 0], rtol=0.05, atol=0.05)

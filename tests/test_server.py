@@ -439,3 +439,23 @@ def test_job_bad_requests(client: TestClient, path: str, body: dict, status: int
     assert response.status_code == status and response.json()["error"]["code"] == code
     assert client.get("/api/jobs/0123456789abcdef0123").status_code == 404
     assert client.get("/api/jobs/../../etc").status_code == 404
+
+
+def test_one_set_of_defaults() -> None:
+    """The library, the CLI, the settings, the jobs API and the executor agree on their defaults."""
+    import argparse
+    import inspect
+
+    from dissect_core.gandissect import DissectConfig
+    from server.api.jobs import DissectRequest
+    from server.commands.dissect import add_arguments
+    from server.runtime import InferenceExecutor
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cli = parser.parse_args(["--layer", "layer4", "--out", "x"])
+    settings = Settings()
+    assert DissectConfig().threshold == cli.threshold == settings.dissect_threshold == "iqr"
+    assert DissectRequest.model_fields["threshold"].default == "iqr"
+    executor_default = inspect.signature(InferenceExecutor.__init__).parameters["max_batch"].default
+    assert executor_default == settings.max_batch == 32

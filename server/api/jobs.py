@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dissect_core.gandissect import DissectConfig
 from dissect_core.nethook import private_copy
 from server.api.cam import _classifier
 from server.api.deps import get_model, get_state, require_token
@@ -59,7 +60,7 @@ class DissectRequest(Strict):
     layer: str = Field(pattern=LAYER_PATTERN)
     samples: int = Field(2000, ge=10, le=20_000)
     quantile: float = Field(0.01, gt=0, lt=0.5)
-    threshold: Literal["quantile", "iqr"] = "iqr"
+    threshold: Literal["quantile", "iqr"] = DissectConfig.threshold  # type: ignore[assignment]
     """``iqr``: each unit's most informative level (gandissect's GAN default); ``quantile``: top ``quantile``."""
 
 
@@ -170,7 +171,7 @@ def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResp
         raise ApiError(422, "no_segmenter", "the server has no segmenter configured (GANPAINT_SEGMENTER)")
 
     def work(job: Job) -> dict[str, Any]:
-        from dissect_core.gandissect import DissectConfig, dissect, interpretable_fraction
+        from dissect_core.gandissect import dissect, interpretable_fraction
         from dissect_core.tables import save_table
 
         config = DissectConfig(samples=request.samples, quantile=request.quantile, threshold=request.threshold)

@@ -20,7 +20,7 @@ from dissect_core.report import write_layer_report
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import save_table
 from models.checkpoints import CheckpointError, file_sha256, load_generator
-from models.zoo import DEFAULT_GENERATOR, ZooError, resolve_weights
+from models.zoo import DEFAULT_GENERATOR, ZooError, companion_id, list_zoo, resolve_weights
 from server.commands import Command, CommandError
 from server.devices import resolve_device
 
@@ -30,15 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", action="append", required=True, help="layer to dissect, repeatable (e.g. layer4)")
     parser.add_argument("--samples", type=int, default=2000, help="generated samples (default 2000)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (one sub-directory per layer)")
-    parser.add_argument("--segmenter", default="world64/segmenter",
-                        help="zoo id, or package.module:factory for your own segmenter (see docs/dissection.md)")
+    parser.add_argument("--segmenter",
+                        help="zoo id, or package.module:factory for your own segmenter (see docs/dissection.md); "
+                             "default: the zoo model's own segmenter (trained on its world), else world64/segmenter")
     parser.add_argument("--seed", type=int, default=1, help="z stream seed (default 1, the GANPaint ids)")
     parser.add_argument("--first", type=int, default=0, help="first sample id (default 0)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quantile", type=float, default=0.01, help="top fraction defining unit masks (default 0.01)")
-    parser.add_argument("--threshold", choices=["quantile", "iqr"], default="quantile",
-                        help="unit levels: fixed top --quantile (default) or each unit's most informative level "
-                             "(information quality ratio, gandissect's GAN mode)")
+    parser.add_argument("--threshold", choices=["quantile", "iqr"], default=DissectConfig.threshold,
+                        help="unit levels: each unit's most informative level (information quality ratio, "
+                             "gandissect's GAN mode; the default) or a fixed top --quantile")
     parser.add_argument("--causal-samples", type=int, default=64,
                         help="samples for the causal ranking (single-unit ablations; 0 skips it)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report and image strips")
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         unknown = [layer for layer in args.layer if layer not in generator.layer_names]
         if unknown:
             raise CommandError(f"unknown layer(s) {unknown}; layers are {', '.join(generator.layer_names)}")
+        if args.segmenter is None:
+            args.segmenter = companion_id(args.model if args.model in list_zoo() else DEFAULT_GENERATOR, "segmenter")
         segmenter = load_segmenter(args.segmenter, str(device))
     except (ZooError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
