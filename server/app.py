@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import cam, dissection, health, jobs, models, pages, paint
+from server.api import cam, dissection, health, jobs, models, pages, paint, session
 from server.api.errors import ApiError, error_body
 from server.catalog import Catalog
 from server.devices import resolve_device
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cam.router)
     app.include_router(jobs.router)
     app.include_router(jobs.ws_router)
+    app.include_router(session.router)
     app.include_router(pages.router)
     from fastapi.staticfiles import StaticFiles
 

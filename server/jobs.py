@@ -51,6 +51,19 @@ class Job:
     finished: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    version: int = 0
+    """Incremented on every change (progress, status); ``wait_changed`` waits for a newer one."""
+
+    def _touch(self) -> None:
+        """Record a change and wake the waiters (call with ``changed`` held)."""
+        self.version += 1
+        self.changed.notify_all()
+
+    def wait_changed(self, seen: int, timeout: float) -> int:
+        """Block until the job changed after version ``seen`` (or ``timeout`` s); returns the version now."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != seen, timeout)
+            return self.version
 
     def report(self, fraction: float, message: str = "") -> None:
         """Called by the work: record progress, and stop here if the job was cancelled."""
@@ -59,7 +72,7 @@ class Job:
         with self.changed:
             self.progress = max(0.0, min(1.0, fraction))
             self.message = message
-            self.changed.notify_all()
+            self._touch()
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -112,7 +125,7 @@ class JobManager:
             return
         with job.changed:
             job.status = "running"
-            job.changed.notify_all()
+            job._touch()
         try:
             job.directory.mkdir(parents=True, exist_ok=True)
             result = work(job)
@@ -132,7 +145,7 @@ class JobManager:
             job.status, job.error, job.finished = status, error, time.time()
             if status == "done":
                 job.progress = 1.0
-            job.changed.notify_all()
+            job._touch()
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -40,9 +40,19 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    yield from _serve(tiny_zoo, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret"})
+
+
+def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None):  # noqa: ANN202
     world = "world64" in list_zoo()
     port = free_port()
-    env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2",
+           **(extra or {})}
     if not world:
         env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
                    GANPAINT_CLASSIFIER="tiny/classifier",
@@ -56,7 +66,7 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            ready = httpx.get(f"{base}/readyz", timeout=2)
+            ready = httpx.get(f"{base}/readyz", timeout=2)  # health endpoints need no token
             if ready.status_code == 200 and all(t["status"] == "ready" for t in ready.json()["models"][0]["tables"].values()):
                 break
         except httpx.HTTPError:
@@ -64,7 +74,8 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
         assert proc.poll() is None, log_path.read_text()
         time.sleep(0.5)
     model = "world64" if world else "tiny"
-    info = httpx.get(f"{base}/api/models/{model}").json()
+    auth = {"authorization": f"Bearer {extra['GANPAINT_TOKEN']}"} if extra and "GANPAINT_TOKEN" in extra else {}
+    info = httpx.get(f"{base}/api/models/{model}", headers=auth).json()
     yield {"base": base, "model": model, "world": world, "resolution": info["resolution"], "log": log_path}
     proc.terminate()
     proc.wait(20)
@@ -300,3 +311,25 @@ def test_a_late_preview_never_covers_the_final_image(page, app_server: dict) -> 
     page.wait_for_function("s => Number(document.getElementById('image').dataset.seq) === s", arg=final_seq)
     page.wait_for_timeout(1500)  # the large JPEG has long finished decoding by now
     assert page.eval_on_selector("#image", "c => [c.dataset.seq, c.dataset.format]") == [str(final_seq), "png"]
+
+
+def test_token_mode_sign_in_then_paint(page, token_server: dict) -> None:  # noqa: ANN001
+    """With GANPAINT_TOKEN set, a browser is sent to the sign-in page, and after signing in every
+    request works: REST, images in <img src> (no header possible) and the painting websocket."""
+    page.goto(token_server["base"] + "/units")
+    page.wait_for_url("**/login?next=*", timeout=15_000)
+    page.fill("#token", "wrong")
+    page.click("button[type=submit]")
+    page.wait_for_function("() => document.getElementById('login-error').textContent.includes('wrong token')")
+    page.fill("#token", "browser-s3cret")
+    page.click("button[type=submit]")
+    page.wait_for_url(token_server["base"] + "/units", timeout=15_000)
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["ganpaint_session"]["httpOnly"] and cookies["ganpaint_session"]["sameSite"] == "Strict"
+    assert page.evaluate("() => document.cookie") == ""  # page scripts never see the session
+    page.goto(token_server["base"] + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    wait_png(page, 0)
+    page.wait_for_function("() => { const imgs = [...document.querySelectorAll('img')];"
+                           " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }", timeout=20_000)
+    assert pixels(page).std() > 1

@@ -239,6 +239,47 @@ def test_token_protects_rest_and_websocket(tiny_zoo: Path, tmp_path: Path) -> No
             assert json.loads(ws.receive_text())["type"] == "image"
 
 
+def test_token_mode_guards_job_streams_and_signs_browsers_in(tiny_zoo: Path, tmp_path: Path) -> None:
+    """/ws/jobs refuses a connection without the token (job ids are guessable hashes); the login
+    endpoint exchanges the token for an HttpOnly, SameSite=Strict cookie accepted everywhere."""
+    from server.auth import SESSION_COOKIE
+
+    app = create_app(make_settings(tiny_zoo, tmp_path, token="s3cret", causal_samples=0))
+    bearer = {"authorization": "Bearer s3cret"}
+    with TestClient(app) as c:
+        job = c.post("/api/featviz", json={"layer": "features.block3", "units": [1], "steps": 4}, headers=bearer).json()
+        for headers, protocols in (({**ORIGIN}, []), ({**ORIGIN}, ["token.wrong"])):
+            with pytest.raises(WebSocketDisconnect) as exc:
+                with c.websocket_connect(f"/ws/jobs/{job['id']}", headers=headers, subprotocols=protocols) as ws:
+                    ws.receive_text()
+            assert exc.value.code == 1008
+        with c.websocket_connect(f"/ws/jobs/{job['id']}", headers={**ORIGIN}, subprotocols=["token.s3cret"]) as ws:
+            assert json.loads(ws.receive_text())["id"] == job["id"]
+
+        assert c.get("/api/session").json() == {"token_required": True, "authenticated": False}
+        assert c.post("/api/login", json={"token": "nope"}).status_code == 401
+        assert SESSION_COOKIE not in c.cookies
+        login = c.post("/api/login", json={"token": "s3cret"})
+        assert login.status_code == 204
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "s3cret" not in cookie
+        # the cookie now opens REST (also image URLs, which cannot carry a header) and both websockets
+        assert c.get("/api/session").json()["authenticated"] is True
+        assert c.get("/api/models").status_code == 200
+        assert c.get("/api/models/tiny/samples/3.png").headers["content-type"] == "image/png"
+        with c.websocket_connect(f"/ws/jobs/{job['id']}", headers={**ORIGIN}) as ws:
+            assert json.loads(ws.receive_text())["id"] == job["id"]
+        with c.websocket_connect("/ws/paint", headers={**ORIGIN}, subprotocols=["ganpaint.v1"]) as ws:
+            ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
+            assert json.loads(ws.receive_text())["type"] == "image"
+        # a forged cookie is refused; logging out clears it
+        c.cookies.set(SESSION_COOKIE, "0" * 64)
+        assert c.get("/api/models").status_code == 401
+        c.cookies.clear()
+        c.post("/api/login", json={"token": "s3cret"})
+        assert "max-age=0" in c.post("/api/logout").headers["set-cookie"].lower()
+
+
 def test_executor_failure_hits_one_request_only(client: TestClient) -> None:
     executor = client.app.state.ganpaint.executor
 

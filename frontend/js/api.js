@@ -18,8 +18,14 @@ export class ApiError extends Error {
   }
 }
 
+// Token mode: a page without the session cookie goes to the sign-in page and comes back afterwards.
+export function signIn() {
+  location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+}
+
 async function check(response) {
   if (response.ok) return response;
+  if (response.status === 401 && !token()) signIn();
   let code = "http_" + response.status;
   let message = response.statusText;
   try {

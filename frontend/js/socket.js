@@ -25,10 +25,18 @@ export class PaintSocket extends EventTarget {
       this.emit("status", { state: "open" });
     };
     ws.onmessage = (event) => this.onMessage(event);
-    ws.onclose = (event) => {
+    ws.onclose = async (event) => {
       if (this.ws !== ws) return;
       this.pendingHeader = null;
       if (this.closedByUser) return;
+      if (event.code === 1008) {
+        // refused at the handshake: sign in when the server wants a token this browser lacks
+        const state = await fetch("/api/session").then((r) => r.json()).catch(() => null);
+        if (state && state.token_required && !state.authenticated) {
+          location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+          return;
+        }
+      }
       this.emit("status", { state: "closed", code: event.code, retryIn: this.backoff });
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 8000);

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Depends, Request
 
 from server.api.errors import ApiError
+from server.auth import token_supplied
 from server.catalog import LoadedModel, UnknownModel
 from models.checkpoints import CheckpointError
 from models.zoo import ZooError
@@ -22,11 +21,9 @@ def require_token(request: Request, state=Depends(get_state)) -> None:  # noqa: 
     token = state.settings.token
     if token is None:
         return
-    header = request.headers.get("authorization", "")
-    supplied = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(supplied.encode(), token.get_secret_value().encode()):
-        raise ApiError(401, "unauthorized", "a valid token is required (Authorization: Bearer <token>)",
-                       {"WWW-Authenticate": "Bearer"})
+    if not token_supplied(token.get_secret_value(), request.headers, request.cookies):
+        raise ApiError(401, "unauthorized", "a valid token is required (Authorization: Bearer <token>, or sign "
+                                            "in at /login for the session cookie)", {"WWW-Authenticate": "Bearer"})
 
 
 def get_model(model_id: str, state=Depends(get_state)) -> LoadedModel:  # noqa: ANN001

@@ -12,7 +12,7 @@ import json
 from typing import Annotated, Any, Literal
 
 import torch
-from fastapi import APIRouter, Depends, Path, WebSocket
+from fastapi import APIRouter, Depends, Path, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from dissect_core.gandissect import DissectConfig
 from dissect_core.nethook import private_copy
 from server.api.cam import _classifier
 from server.api.deps import get_model, get_state, require_token
+from server.auth import accept_websocket
 from server.api.errors import ApiError, responses
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
@@ -220,22 +221,22 @@ def job_file(job_id: JobId, name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-
 @ws_router.websocket("/ws/jobs/{job_id}")
 async def job_updates(websocket: WebSocket, job_id: str) -> None:
     state = websocket.app.state.ganpaint
-    if not state.settings.origin_allowed(websocket.headers.get("origin")):
-        await websocket.close(code=1008, reason="origin not allowed")
+    if not await accept_websocket(websocket):
         return
     job = state.jobs.get(job_id) if len(job_id) == 20 else None
-    await websocket.accept()
-    if job is None:
-        await websocket.send_text(json.dumps({"type": "error", "code": "unknown_job", "message": f"no job {job_id}"}))
-        await websocket.close()
-        return
-    last = None
-    while True:
-        snapshot = job.describe()
-        if snapshot != last:
+    try:
+        if job is None:
+            await websocket.send_text(json.dumps({"type": "error", "code": "unknown_job", "message": f"no job {job_id}"}))
+            await websocket.close()
+            return
+        version = -1
+        while True:
+            # woken by the job's own change notifications (progress, status), not by polling
+            version = await asyncio.to_thread(job.wait_changed, version, 5.0)
+            snapshot = job.describe()
             await websocket.send_text(json.dumps({"type": "job", **snapshot}))
-            last = snapshot
-        if snapshot["status"] in TERMINAL:
-            break
-        await asyncio.sleep(0.2)
-    await websocket.close()
+            if snapshot["status"] in TERMINAL:
+                break
+        await websocket.close()
+    except WebSocketDisconnect:
+        pass  # the page went away: a normal end, nothing to log

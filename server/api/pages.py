@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 router = APIRouter(include_in_schema=False)
-PAGES = {"/": "index.html", "/units": "units.html", "/cam": "cam.html", "/unit": "unit.html"}
+PAGES = {"/": "index.html", "/units": "units.html", "/cam": "cam.html", "/unit": "unit.html", "/login": "login.html"}
 
 
 def _page(name: str):  # noqa: ANN202

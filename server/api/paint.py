@@ -6,13 +6,12 @@ one binary frame; or ``{"type":"error","seq":N|null,"code":...,"message":...}``.
 connection are latest-wins: one still queued when a newer one arrives is dropped without a reply.
 Bad messages get an error and the connection stays open. Handshake: the Origin must be allowed
 (close 1008 otherwise); with a server token, the client offers the subprotocols ``ganpaint.v1`` and
-``token.<token>``.
+``token.<token>``, or has the session cookie of ``POST /api/login`` (``server.auth``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -22,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
+from server.auth import accept_websocket
 from server.catalog import UnknownModel
 from server.runtime import RenderError, Superseded
 from server.schemas import EditMessage, ErrorMessage, ImageHeader
@@ -33,27 +33,12 @@ _connections = itertools.count(1)
 SUBPROTOCOL = "ganpaint.v1"
 
 
-def _token_ok(websocket: WebSocket, token: str | None) -> bool:
-    if token is None:
-        return True
-    offered = websocket.scope.get("subprotocols") or []
-    supplied = next((p[len("token."):] for p in offered if p.startswith("token.")), "")
-    return hmac.compare_digest(supplied.encode(), token.encode())
-
-
 @router.websocket("/ws/paint")
 async def paint(websocket: WebSocket) -> None:
     state = websocket.app.state.ganpaint
     settings = state.settings
-    if not settings.origin_allowed(websocket.headers.get("origin")):
-        await websocket.close(code=1008, reason="origin not allowed")
+    if not await accept_websocket(websocket, SUBPROTOCOL):
         return
-    token = settings.token.get_secret_value() if settings.token else None
-    if not _token_ok(websocket, token):
-        await websocket.close(code=1008, reason="missing or wrong token")
-        return
-    offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     client = f"ws-{next(_connections)}"
     metrics = state.metrics
     metrics.ws_connections.inc()
