@@ -5,18 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${GANPAINT_VENV:-.venv}"
-# The CPU build of PyTorch; override (e.g. GANPAINT_TORCH='torch==2.14.1') on other machines.
-TORCH_SPEC="${GANPAINT_TORCH:-torch==2.13.0}"
+# PyTorch at the one version pinned in constraints.txt (also what the Docker images install);
+# GANPAINT_TORCH overrides it for experiments (a pip requirement, e.g. a newer torch).
+TORCH_SPEC="${GANPAINT_TORCH:-torch}"
 
 ensure_env() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
     local stamp="$VENV/.ganpaint-installed"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-        "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+        if [ -n "${GANPAINT_TORCH:-}" ]; then
+            "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+            "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+        else
+            "$VENV/bin/python" -m pip install --quiet -c constraints.txt "$TORCH_SPEC"
+            "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[test]'
+        fi
         touch "$stamp"
     fi
 }

@@ -20,18 +20,46 @@ def tool(name: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("profile", [None, "cpu"])
-def test_compose_config_is_valid(profile: str | None) -> None:
-    args = [tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml")]
-    if profile:
-        args += ["--profile", profile]
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_compose_config_is_valid(profile: str) -> None:
+    """Each profile starts exactly one service on port 8000 (both at once would collide)."""
+    args = [tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", profile]
     result = subprocess.run([*args, "config"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     config = result.stdout
-    assert "127.0.0.1" in config and "capabilities:" in config
+    assert "127.0.0.1" in config and config.count("published:") == 1
     assert "stop_grace_period: 30s" in config and "/models" in config and "read_only: true" in config
-    if profile:
-        assert "app-cpu" in config and "target: cpu" in config
+    if profile == "cpu":
+        assert "app-cpu:" in config and "target: cpu" in config and "capabilities:" not in config
+    else:
+        assert "target: gpu" in config and "capabilities:" in config and "app-cpu:" not in config
+    services = subprocess.run([*args, "config", "--services"], capture_output=True, text=True, timeout=60).stdout.split()
+    assert services == (["app-cpu"] if profile == "cpu" else ["app"])
+
+
+def test_checkpoints_folder_exists_for_the_mount() -> None:
+    assert (ROOT / "checkpoints").is_dir()  # else Docker creates it, owned by root
+
+
+def test_one_torch_pin() -> None:
+    """constraints.txt is the only place naming the PyTorch version; dev.sh and both images use it."""
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("torch==")]
+    assert len(pins) == 1
+    for name in ("Dockerfile", "dev.sh", "docker-compose.yml", "pyproject.toml", ".ci/run"):
+        text = (ROOT / name).read_text()
+        assert "torch==2" not in text and "torch:2" not in text, name
+    docker = (ROOT / "Dockerfile").read_text()
+    assert docker.count("-c constraints.txt torch") == 2 and "download.pytorch.org/whl/cpu" in docker
+    assert "-c constraints.txt" in (ROOT / "dev.sh").read_text()
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("server", "models", "dissect_core")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= listed and "server.frontend" in listed
 
 
 def test_dockerfile_lints_clean() -> None:
