@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dissect_core.nethook import Trace
+from dissect_core.nethook import Trace, relus_replaced
 
 __all__ = [
     "CamResult", "BaseCAM", "CAM", "GradCAM", "GradCAMpp", "XGradCAM", "LayerCAM", "HiResCAM", "ScoreCAM",
@@ -280,22 +280,6 @@ class _GuidedReLUModule(nn.Module):
         return _GuidedReLU.apply(x, self.mode)
 
 
-@contextmanager
-def _relus_replaced(model: nn.Module, mode: str) -> Iterator[None]:
-    """Swap every nn.ReLU for a guided/deconvnet ReLU; always swapped back."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    try:
-        for parent in list(model.modules()):
-            for child_name, child in list(parent.named_children()):
-                if isinstance(child, nn.ReLU):
-                    swapped.append((parent, child_name, child))
-                    setattr(parent, child_name, _GuidedReLUModule(mode))
-        yield
-    finally:
-        for parent, child_name, child in swapped:
-            setattr(parent, child_name, child)
-
-
 class Saliency(BaseCAM):
     """Simonyan et al.: max over colour channels of |d score / d input| (input resolution)."""
 
@@ -308,7 +292,7 @@ class Saliency(BaseCAM):
     def __call__(self, images: torch.Tensor, targets: Sequence[int] | torch.Tensor | None = None) -> CamResult:
         device = next(self.model.parameters()).device
         images = images.to(device).detach().requires_grad_(True)
-        replace = _relus_replaced(self.model, self.mode) if self.mode else _nullcontext()
+        replace = relus_replaced(self.model, lambda: _GuidedReLUModule(self.mode)) if self.mode else _nullcontext()
         with _eval_mode(self.model), torch.enable_grad(), replace:
             logits = self.model(images)
             target = _targets(logits, targets, images.shape[0])

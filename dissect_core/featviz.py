@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dissect_core.nethook import Trace
+from dissect_core.nethook import Trace, relus_replaced
 
 __all__ = [
     "Objective", "channel", "neuron", "direction", "diversity", "PixelImage", "FFTImage", "GeneratorPrior",
@@ -195,13 +196,43 @@ class FeatvizResult:
     final_value: float = 0.0
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose gradient still flows where the unit is off (lucid's ``redirected_relu_grad``).
+
+    Where an image's whole ReLU gradient is zero (the unit is silent everywhere, so plain gradient
+    ascent cannot start), the gradient passes through except where it would push a negative input
+    further down; once the unit fires, the ordinary ReLU gradient takes over.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        # grad is d(loss)/d(out) for a loss being minimised: grad > 0 at x < 0 would push x lower
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+        silent = relu_grad.flatten(1).norm(dim=1) == 0
+        return torch.where(silent.view(-1, *[1] * (x.dim() - 1)), redirected, relu_grad)
+
+
+class RedirectedReLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RedirectedReLU.apply(x)
+
+
 def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 256, lr: float = 0.05,
            transforms: Transforms | None = Transforms(), seed: int = 0,
            progress: Callable[[int, int, float], None] | None = None,
-           cancelled: Callable[[], bool] | None = None) -> FeatvizResult:
+           cancelled: Callable[[], bool] | None = None, redirect_relu: bool = True) -> FeatvizResult:
     """Maximise ``objective`` over ``param``'s image; returns the images and the objective's course.
 
     ``start_value`` / ``final_value`` are the objective on the untransformed image before and after.
+    ``redirect_relu`` (lucid's default) lets units that are silent on the start image be optimised
+    at all: with plain ReLU gradients their image would stay the flat start.
     """
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -225,7 +256,8 @@ def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int 
             images = param()
             if transforms is not None:
                 images = transforms(images, gen)
-            with Trace(model, objective.layers, detach=False, stop=True) as trace:
+            relus = relus_replaced(model, RedirectedReLU) if redirect_relu else nullcontext()
+            with relus, Trace(model, objective.layers, detach=False, stop=True) as trace:
                 model(images)
             value = objective(trace.outputs)
             optimizer.zero_grad(set_to_none=True)

@@ -17,13 +17,14 @@ layer (its outputs are still recorded), which saves the cost of the layers after
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 
 import torch
 from torch import nn
 
-__all__ = ["Trace", "StopForward", "module_by_name", "layer_names", "count_hooks", "run_to", "private_copy"]
+__all__ = ["Trace", "StopForward", "module_by_name", "layer_names", "count_hooks", "run_to", "private_copy",
+           "relus_replaced"]
 
 EditFn = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -160,3 +161,20 @@ def private_copy(module: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(module)
+
+
+@contextmanager
+def relus_replaced(model: nn.Module, make: Callable[[], nn.Module]) -> Iterator[None]:
+    """Swap every ``nn.ReLU`` of ``model`` for ``make()`` (guided backprop, redirected gradients);
+    the originals are always put back."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, nn.ReLU):
+                    swapped.append((parent, child_name, child))
+                    setattr(parent, child_name, make())
+        yield
+    finally:
+        for parent, child_name, child in swapped:
+            setattr(parent, child_name, child)

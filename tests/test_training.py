@@ -92,10 +92,19 @@ def test_segmenter_and_classifier_learn(tmp_path: Path) -> None:
 
 
 def test_train_cli_rejects_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "gan", "--run-dir", str(tmp_path), "--set", "colour=3"])
-    assert exc.value.code == 2
+    assert main(["train", "gan", "--run-dir", str(tmp_path), "--set", "colour=3"]) == 2
     assert "unknown gan config keys ['colour']" in capsys.readouterr().err
+
+
+def test_a_planned_stop_exits_0_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--max-seconds is a planned, checkpointed stop: exit 0 (an interruption is 130)."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_GAN))
+    args = ["train", "gan", "--run-dir", str(tmp_path / "run"), "--config", str(config), "--no-progress"]
+    assert main([*args, "--max-seconds", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] == "stopped"
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert main(args) == 0 and (tmp_path / "run" / "generator.safetensors").is_file()
 
 
 def test_last_phase_length_may_change_on_resume(tmp_path: Path) -> None:

@@ -27,7 +27,12 @@ __all__ = ["RunDir", "seed_everything", "TrainingCancelled", "stop_signals"]
 
 
 class TrainingCancelled(Exception):
-    """Raised when a run is interrupted; the checkpoint written just before lets it resume."""
+    """Raised when a run stops early, planned (``max_seconds``) or interrupted (a signal); the
+    checkpoint written just before lets it resume."""
+
+    def __init__(self, message: str, interrupted: bool = True) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
 @contextmanager

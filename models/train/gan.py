@@ -334,7 +334,8 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
                 checkpoint()
             if max_seconds is not None and time.monotonic() - start_time > max_seconds:
                 checkpoint()
-                raise TrainingCancelled(f"stopped after {max_seconds:.0f} s at {images_seen} images; resume to go on")
+                raise TrainingCancelled(f"stopped after {max_seconds:.0f} s at {images_seen} images; resume to go on",
+                                        interrupted=False)
     except KeyboardInterrupt as exc:
         checkpoint()
         raise TrainingCancelled(f"interrupted at {images_seen} images; checkpoint saved, resume to go on") from exc

@@ -97,7 +97,8 @@ def train_supervised(
                 checkpoint()
             if max_seconds is not None and time.monotonic() - start > max_seconds:
                 checkpoint()
-                raise TrainingCancelled(f"stopped after {max_seconds:.0f} s at step {step}; resume to go on")
+                raise TrainingCancelled(f"stopped after {max_seconds:.0f} s at step {step}; resume to go on",
+                                        interrupted=False)
     except KeyboardInterrupt as exc:
         checkpoint()
         raise TrainingCancelled(f"interrupted at step {step}; checkpoint saved, resume to go on") from exc

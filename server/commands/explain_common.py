@@ -30,6 +30,21 @@ def check_layers(model: torch.nn.Module, layers: list[str]) -> None:
         raise CommandError(f"unknown layer(s) {unknown}; layers include {', '.join(top)}")
 
 
+def check_units(model: torch.nn.Module, layer: str, units: list[int] | None) -> None:
+    """Every unit must be a channel of ``layer`` (found by running one small image)."""
+    if not units:
+        return
+    from dissect_core.nethook import Trace
+
+    device = next(model.parameters()).device
+    with torch.no_grad(), Trace(model, [layer], stop=True) as trace:
+        model(torch.zeros(1, 3, 64, 64, device=device))
+    channels = trace[layer].shape[1]
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise CommandError(f"--unit {bad[0]} is out of range: {layer} has units 0..{channels - 1}")
+
+
 def world_images(count: int, size: int = 64, split: str = "probe", cancelled: Callable[[], bool] | None = None) -> list:
     """The first ``count`` scene-world images of a split, as (H, W, 3) uint8 arrays."""
     from models.train.data import world_arrays

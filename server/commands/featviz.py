@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from dissect_core.featviz import FFTImage, GeneratorPrior, PixelImage, Transforms, channel, diversity, render, to_uint8_grid
 from server.commands import Command, CommandError
-from server.commands.explain_common import check_layers, load_classifier
+from server.commands.explain_common import check_layers, check_units, load_classifier
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model, device = load_classifier(args.model, args.device)
     check_layers(model, [args.layer])
+    check_units(model, args.layer, args.unit)
     if not 1 <= args.steps <= 10_000 or not 1 <= len(args.unit) <= 64:
         raise CommandError("--steps must be 1..10000 and at most 64 units")
     gen = torch.Generator().manual_seed(args.seed)

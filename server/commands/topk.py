@@ -11,7 +11,7 @@ from tqdm import tqdm
 from dissect_core.datasets.folder import ImageFolder
 from dissect_core.topk import top_activating, write_strips
 from server.commands import Command, CommandError
-from server.commands.explain_common import check_layers, load_classifier, world_images
+from server.commands.explain_common import check_layers, check_units, load_classifier, world_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model, _ = load_classifier(args.model, args.device)
     check_layers(model, [args.layer])
+    check_units(model, args.layer, args.unit)
     if not 1 <= args.count <= 1_000_000 or not 1 <= args.k <= 100:
         raise CommandError("--count must be 1..1000000 and --k 1..100")
     try:

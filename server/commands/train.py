@@ -95,8 +95,10 @@ def _train(args: argparse.Namespace, config: object, device: str) -> int:
             out = train_classifier(config, args.run_dir, resume=not args.fresh, device=device,  # type: ignore[arg-type]
                                    progress=not args.no_progress, max_seconds=args.max_seconds)
     except TrainingCancelled as exc:
+        # a planned stop (--max-seconds) is a success; an interruption (Ctrl+C, SIGTERM) is not
+        planned = args.max_seconds is not None and not exc.interrupted
         print(json.dumps({"status": "stopped", "message": str(exc), "run_dir": str(args.run_dir)}))
-        return 130
+        return 0 if planned else 130
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     print(json.dumps({"status": "done", "weights": str(out), "run_dir": str(args.run_dir)}))
