@@ -500,3 +500,15 @@ def test_one_set_of_defaults() -> None:
     assert DissectRequest.model_fields["threshold"].default == "iqr"
     executor_default = inspect.signature(InferenceExecutor.__init__).parameters["max_batch"].default
     assert executor_default == settings.max_batch == 32
+
+
+def test_api_doc_lists_the_openapi_operations(client: TestClient) -> None:
+    """docs/api.md's REST table and the OpenAPI document name the same operations."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^\| `(GET|POST|DELETE|PUT|PATCH) (/[^`?]*)` \|", doc, flags=re.MULTILINE))
+    served = {(method.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for method in ops}
+    assert documented == served, (sorted(documented - served), sorted(served - documented))
+    for websocket in ("/ws/paint", "/ws/jobs/{job_id}"):
+        assert f"## Websocket `{websocket}`" in doc
