@@ -120,7 +120,7 @@ def main() -> None:
     if args.variant:
         child(args)
         return
-    from server.commands.explain_common import ensure_world_probe
+    from server.services import ensure_world_probe
 
     probe = ensure_world_probe(args.samples)
     results = {}

@@ -67,10 +67,6 @@ class DeadlineExceeded(RenderError):
     code, status = "deadline", 503
 
 
-class Cancelled(RenderError):
-    code, status = "cancelled", 499
-
-
 @dataclass
 class RenderResult:
     data: bytes

@@ -63,3 +63,28 @@ def test_cancel(classifier: SceneClassifier) -> None:
         render(classifier, channel("features.block2", 0), PixelImage(1, 64), steps=100,
                cancelled=lambda: calls.append(1) or len(calls) > 3)
     assert count_hooks(classifier) == 0
+
+
+@pytest.mark.skipif("world64/classifier" not in __import__("models.zoo", fromlist=["list_zoo"]).list_zoo(),
+                    reason="needs the world64 zoo classifier")
+def test_units_silent_on_the_start_image_are_still_visualised() -> None:
+    """Unit 0 of the zoo classifier's last block is off everywhere on the FFT start image: with plain
+    ReLU gradients its picture stays the flat start (the README example came out uniform grey);
+    redirected gradients (lucid) let it be optimised."""
+    from models.zoo import load_model
+
+    model = load_model("world64/classifier")
+    changes, stds, finals = {}, {}, {}
+    for redirect in (False, True):
+        param = FFTImage(1, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            start = param().clone()
+        result = render(model, channel("features.block4", 0), param, steps=32, seed=0, redirect_relu=redirect)
+        assert result.start_value == 0.0
+        changes[redirect] = float((result.images - start).abs().max() * 255)
+        stds[redirect] = float((result.images * 255).std())
+        finals[redirect] = result.final_value
+    # plain gradients: nothing moves, the near-uniform start is the picture
+    assert changes[False] == 0.0 and finals[False] == 0.0 and stds[False] < 2.0
+    assert changes[True] > 20.0 and stds[True] > 5.0 and finals[True] > 0.0
+    assert count_hooks(model) == 0 and all(type(m).__name__ != "RedirectedReLU" for m in model.modules())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dissect_core.cam import METHODS, make_method, overlay
 from models.imaging import to_png_bytes
-from server.api.deps import get_state, require_token
+from server.api.deps import get_classifier, get_state, require_token
 from server.api.errors import ApiError, responses
 from server.runtime import RenderError
 
@@ -27,25 +26,11 @@ router = APIRouter(prefix="/api", tags=["cam"], dependencies=[Depends(require_to
 MAX_PIXELS = 4096 * 4096
 MAX_SIDE = 8192
 MAX_METHODS = 6
-_load_lock = threading.Lock()
-
-
-def _classifier(state: Any) -> torch.nn.Module:
-    with _load_lock:
-        if getattr(state, "classifier", None) is None:
-            from models.zoo import ZooError, load_model
-
-            try:
-                state.classifier = load_model(state.settings.classifier, str(state.device), state.settings.zoo_dir)
-            except ZooError as exc:
-                raise ApiError(404, "no_classifier", str(exc)) from None
-        return state.classifier
 
 
 @router.get("/classifier", summary="The explained classifier: classes and layers with their unit counts",
             responses=responses(404))
-def classifier_info(state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
-    classifier = _classifier(state)
+def classifier_info(classifier: torch.nn.Module = Depends(get_classifier)) -> dict[str, Any]:
     layers = []
     for name, module in classifier.named_modules():
         if name.count(".") == 1 and name.startswith("features."):
@@ -94,6 +79,7 @@ async def cam(
     alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
     include_raw: Annotated[bool, Form()] = False,
     state=Depends(get_state),  # noqa: ANN001
+    classifier: torch.nn.Module = Depends(get_classifier),
 ) -> dict[str, Any]:
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names or len(names) > MAX_METHODS:
@@ -103,7 +89,6 @@ async def cam(
         raise ApiError(422, "unknown_method", f"unknown methods {unknown}; methods are {', '.join(METHODS)}")
     if (image is None) == (sample is None):
         raise ApiError(422, "bad_input", "send exactly one of an image file or a world sample index")
-    classifier = _classifier(state)
     size = 64
     boxes: list[list[int]] = []
     truth = None

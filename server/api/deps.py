@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from fastapi import Depends, Request
 
 from server.api.errors import ApiError
@@ -10,7 +11,7 @@ from server.catalog import LoadedModel, UnknownModel
 from models.checkpoints import CheckpointError
 from models.zoo import ZooError
 
-__all__ = ["get_state", "require_token", "get_model", "check_layer"]
+__all__ = ["get_state", "require_token", "get_model", "get_classifier", "check_layer"]
 
 
 def get_state(request: Request):  # noqa: ANN201 - AppState, imported lazily to avoid a cycle
@@ -24,6 +25,16 @@ def require_token(request: Request, state=Depends(get_state)) -> None:  # noqa: 
     if not token_supplied(token.get_secret_value(), request.headers, request.cookies):
         raise ApiError(401, "unauthorized", "a valid token is required (Authorization: Bearer <token>, or sign "
                                             "in at /login for the session cookie)", {"WWW-Authenticate": "Bearer"})
+
+
+def get_classifier(state=Depends(get_state)) -> torch.nn.Module:  # noqa: ANN001
+    """The app's classifier (``GANPAINT_CLASSIFIER``), loaded on first use; 404 when it is not installed."""
+    from server.services import shared_classifier
+
+    try:
+        return shared_classifier(state)
+    except (ZooError, CheckpointError) as exc:
+        raise ApiError(404, "no_classifier", str(exc)) from None
 
 
 def get_model(model_id: str, state=Depends(get_state)) -> LoadedModel:  # noqa: ANN001

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dissect_core.gandissect import DissectConfig
 from dissect_core.nethook import private_copy
-from server.api.cam import _classifier
-from server.api.deps import get_model, get_state, require_token
+from server.api.deps import get_classifier, get_model, get_state, require_token
 from server.auth import accept_websocket
 from server.api.errors import ApiError, responses
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
+from server.services import ensure_world_probe, featviz_images, world_images, write_netdissect_outputs
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_token)])
 ws_router = APIRouter()
@@ -85,29 +85,22 @@ def _progress(job: Job) -> Any:
 
 @router.post("/featviz", status_code=202, summary="Feature visualisation of classifier units (a job)",
              responses=responses(422, 503))
-def start_featviz(request: FeatvizRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
-    classifier = _classifier(state)
+def start_featviz(request: FeatvizRequest, state=Depends(get_state),  # noqa: ANN001
+                  classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
         from PIL import Image
 
-        from dissect_core.featviz import FFTImage, GeneratorPrior, PixelImage, Transforms, channel, render, to_uint8_grid
+        from dissect_core.featviz import to_uint8_grid
 
-        gen = torch.Generator().manual_seed(request.seed)
-        batch = len(request.units)
-        model = private_copy(classifier)
+        generator = None
         if request.param == "gan":
-            param = GeneratorPrior(private_copy(state.catalog.get(state.settings.default_model).generator), batch, 64,
-                                   gen)
-        else:
-            param = (FFTImage if request.param == "fft" else PixelImage)(batch, 64, generator=gen)
-        objective = channel(request.layer, request.units[0], batch=0)
-        for i, unit in enumerate(request.units[1:], start=1):
-            objective = objective + channel(request.layer, unit, batch=i)
-        result = render(model, objective, param, request.steps, request.lr, Transforms(), request.seed,
-                        progress=lambda step, total, value: job.report(step / total, f"objective {value:.3f}"),
-                        cancelled=job.cancelled)
+            generator = private_copy(state.catalog.get(state.settings.default_model).generator)
+        result = featviz_images(private_copy(classifier), request.layer, request.units, request.param, request.steps,
+                                request.lr, request.seed, generator,
+                                progress=lambda step, total, value: job.report(step / total, f"objective {value:.3f}"),
+                                cancelled=job.cancelled)
         Image.fromarray(to_uint8_grid(result.images)).save(job.directory / "featviz.png")
         return {"image": "featviz.png", "units": request.units, "start_objective": result.start_value,
                 "final_objective": result.final_value}
@@ -117,22 +110,20 @@ def start_featviz(request: FeatvizRequest, state=Depends(get_state)) -> JSONResp
 
 @router.post("/netdissect", status_code=202, summary="Network Dissection of the classifier on the world probe set",
              responses=responses(422, 503))
-def start_netdissect(request: NetDissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
-    classifier = _classifier(state)
+def start_netdissect(request: NetDissectRequest, state=Depends(get_state),  # noqa: ANN001
+                     classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
         from dissect_core.datasets.broden import BrodenDataset
         from dissect_core.netdissect import NetDissectConfig, netdissect
-        from server.commands.explain_common import ensure_world_probe
-        from server.commands.netdissect import write_outputs
 
         job.report(0.0, "exporting the probe set")
         probe = BrodenDataset(ensure_world_probe(request.samples, cancelled=job.cancelled))
         model = private_copy(classifier)
         table = netdissect(model, [request.layer], probe, NetDissectConfig(quantile=request.quantile,
                            limit=request.samples), progress=_progress(job), cancelled=job.cancelled)[request.layer]
-        summary = write_outputs(model, table, probe, job.directory, strips=10)
+        summary = write_netdissect_outputs(model, table, probe, job.directory, strips=10)
         return {**summary, "table": "netdissect.json", "tally": "tally.csv"}
 
     return _submit(state, "netdissect", request.model_dump(), work)
@@ -140,13 +131,12 @@ def start_netdissect(request: NetDissectRequest, state=Depends(get_state)) -> JS
 
 @router.post("/topk", status_code=202, summary="Top-activating world images of classifier units (a job)",
              responses=responses(422, 503))
-def start_topk(request: TopkRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
-    classifier = _classifier(state)
+def start_topk(request: TopkRequest, state=Depends(get_state),  # noqa: ANN001
+               classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
         from dissect_core.topk import top_activating, write_strips
-        from server.commands.explain_common import world_images
 
         source = world_images(request.count, cancelled=job.cancelled)
         model = private_copy(classifier)

@@ -15,6 +15,10 @@ from server.commands import Command, CommandError
 from server.devices import resolve_device
 
 
+QUICK_CAM_SAMPLES, QUICK_CAM_FAITHFULNESS = 40, 10
+FULL_CAM_SAMPLES, FULL_CAM_FAITHFULNESS = 500, 100
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=("segmenter", "classifier", "gan", "cam"))
     parser.add_argument("--model", help="zoo id (default world64, world64/segmenter or world64/classifier)")
@@ -23,10 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, help="held-out images (default 2000) or generated samples (default 5000)")
     parser.add_argument("--write-card", action="store_true", help="store the numbers in the model's card")
     parser.add_argument("--grid", type=Path, help="gan only: also save an 8x8 grid of samples 0..63 here")
-    parser.add_argument("--samples", type=int, default=500, help="cam only: held-out scenes (default 500)")
+    parser.add_argument("--samples", type=int,
+                        help=f"cam only: held-out scenes (default {QUICK_CAM_SAMPLES}, about a minute on 2 CPU cores; "
+                             f"--full: {FULL_CAM_SAMPLES})")
     parser.add_argument("--methods", nargs="+", help="cam only: methods (default all)")
-    parser.add_argument("--faithfulness-samples", type=int, default=100,
-                        help="cam only: scenes for deletion/insertion and drop/increase (default 100)")
+    parser.add_argument("--faithfulness-samples", type=int,
+                        help=f"cam only: scenes for deletion/insertion and drop/increase (default {QUICK_CAM_FAITHFULNESS}; "
+                             f"--full: {FULL_CAM_FAITHFULNESS})")
+    parser.add_argument("--full", action="store_true",
+                        help="cam only: the full protocol of docs/cam-evaluation.md (about 17 minutes on 2 CPU cores)")
     parser.add_argument("--write-docs", type=Path, help="cam only: also write the table as Markdown here")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
@@ -78,14 +87,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _cam(args: argparse.Namespace) -> int:
     from dissect_core.cam import METHODS
-    from models import evaluate
+    from dissect_core.cam_report import cam_report, cam_table_markdown
 
     methods = args.methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CommandError(f"unknown methods {unknown}; methods are {', '.join(METHODS)}")
-    if not 1 <= args.samples <= 100_000:
-        raise CommandError("--samples must be between 1 and 100000")
+    samples = args.samples or (FULL_CAM_SAMPLES if args.full else QUICK_CAM_SAMPLES)
+    faithfulness = args.faithfulness_samples or (FULL_CAM_FAITHFULNESS if args.full else QUICK_CAM_FAITHFULNESS)
+    if not 1 <= samples <= 100_000 or not 0 <= faithfulness <= samples:
+        raise CommandError("--samples must be between 1 and 100000, --faithfulness-samples at most --samples")
     try:
         device = str(resolve_device(args.device))
         classifier = load_model(args.model or "world64/classifier", device, args.zoo_dir)
@@ -100,10 +111,9 @@ def _cam(args: argparse.Namespace) -> int:
         bar.set_description(f"evaluate cam ({stage})")
         bar.refresh()
 
-    report = evaluate.cam_report(classifier, methods, args.samples, args.faithfulness_samples, device=device,
-                                 progress=progress)
+    report = cam_report(classifier, methods, samples, faithfulness, device=device, progress=progress)
     bar.close()
-    table = evaluate.cam_table_markdown(report)
+    table = cam_table_markdown(report)
     report["command"] = "ganpaint evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else ["cam"])
     report["hardware"] = hardware_description()
     if args.write_docs:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 
 from models.checkpoints import CheckpointError
@@ -43,31 +39,3 @@ def check_units(model: torch.nn.Module, layer: str, units: list[int] | None) -> 
     bad = [u for u in units if not 0 <= u < channels]
     if bad:
         raise CommandError(f"--unit {bad[0]} is out of range: {layer} has units 0..{channels - 1}")
-
-
-def world_images(count: int, size: int = 64, split: str = "probe", cancelled: Callable[[], bool] | None = None) -> list:
-    """The first ``count`` scene-world images of a split, as (H, W, 3) uint8 arrays."""
-    from models.train.data import world_arrays
-
-    return list(world_arrays(split, count, size, progress=False, cancelled=cancelled)["images"])
-
-
-def ensure_world_probe(count: int, size: int = 64, cancelled: Callable[[], bool] | None = None) -> Path:
-    """A Broden export of the world's probe split in the cache (made once)."""
-    from models.train.data import default_cache_dir
-    from models.world.broden import export_broden
-    from models.world.render import WORLD_VERSION
-
-    out = default_cache_dir() / "probe" / f"v{WORLD_VERSION}-{size}px-{count}"
-    if not (out / "index.csv").exists():
-        import shutil
-        import tempfile
-
-        staging = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None))
-        try:
-            export_broden(staging / "probe", count, size, progress=cancelled is None, cancelled=cancelled)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / "probe", out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return out

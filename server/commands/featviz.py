@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dissect_core.featviz import FFTImage, GeneratorPrior, PixelImage, Transforms, channel, diversity, render, to_uint8_grid
+from dissect_core.featviz import to_uint8_grid
 from server.commands import Command, CommandError
 from server.commands.explain_common import check_layers, check_units, load_classifier
+from server.services import featviz_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,19 +36,11 @@ def run(args: argparse.Namespace) -> int:
     check_units(model, args.layer, args.unit)
     if not 1 <= args.steps <= 10_000 or not 1 <= len(args.unit) <= 64:
         raise CommandError("--steps must be 1..10000 and at most 64 units")
-    gen = torch.Generator().manual_seed(args.seed)
-    batch = len(args.unit)
+    generator = None
     if args.param == "gan":
-        from models.zoo import load_model
+        from models.zoo import DEFAULT_GENERATOR, load_model
 
-        param = GeneratorPrior(load_model("world64", device), batch, 64, gen)
-    else:
-        param = (FFTImage if args.param == "fft" else PixelImage)(batch, 64, generator=gen)
-    objective = channel(args.layer, args.unit[0], batch=0)
-    for i, unit in enumerate(args.unit[1:], start=1):
-        objective = objective + channel(args.layer, unit, batch=i)
-    if args.diversity:
-        objective = objective + args.diversity * diversity(args.layer)
+        generator = load_model(DEFAULT_GENERATOR, device)
     bar = tqdm(total=args.steps, desc="featviz", disable=args.no_progress)
 
     def progress(step: int, total: int, value: float) -> None:
@@ -56,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix(objective=f"{value:.3f}")
         bar.refresh()
 
-    result = render(model, objective, param, steps=args.steps, lr=args.lr, transforms=Transforms(), seed=args.seed,
-                    progress=progress)
+    result = featviz_images(model, args.layer, args.unit, args.param, args.steps, args.lr, args.seed, generator,
+                            args.diversity, progress=progress)
     bar.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8_grid(result.images)).save(args.out)

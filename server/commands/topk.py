@@ -11,7 +11,8 @@ from tqdm import tqdm
 from dissect_core.datasets.folder import ImageFolder
 from dissect_core.topk import top_activating, write_strips
 from server.commands import Command, CommandError
-from server.commands.explain_common import check_layers, check_units, load_classifier, world_images
+from server.commands.explain_common import check_layers, check_units, load_classifier
+from server.services import world_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
