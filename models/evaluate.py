@@ -40,9 +40,9 @@ def _batches(images: np.ndarray, batch: int, device: str) -> Iterator[tuple[slic
 
 @torch.no_grad()
 def segmenter_report(segmenter: WorldSegmenter, count: int = 2000, size: int = 64, device: str = "cpu",
-                     batch: int = 100) -> dict:
-    """IoU per concept on ``count`` held-out world images."""
-    data = world_arrays("heldout", count, size, progress=False)
+                     batch: int = 100, world: str = "classic", progress: bool = False) -> dict:
+    """IoU per concept on ``count`` held-out images of ``world``."""
+    data = world_arrays("heldout", count, size, progress=progress, world=world)
     numbers = [label_id(c) for c in CONCEPTS]
     inter = np.zeros(len(numbers))
     union = np.zeros(len(numbers))
@@ -64,9 +64,9 @@ def segmenter_report(segmenter: WorldSegmenter, count: int = 2000, size: int = 6
 
 @torch.no_grad()
 def classifier_report(classifier: nn.Module, count: int = 2000, size: int = 64, device: str = "cpu",
-                      batch: int = 200) -> dict:
-    """Accuracy and confusion matrix (rows: truth, columns: prediction) on held-out world images."""
-    data = world_arrays("heldout", count, size, progress=False)
+                      batch: int = 200, world: str = "classic", progress: bool = False) -> dict:
+    """Accuracy and confusion matrix (rows: truth, columns: prediction) on held-out images of ``world``."""
+    data = world_arrays("heldout", count, size, progress=progress, world=world)
     confusion = np.zeros((len(SCENES), len(SCENES)), np.int64)
     for part, images in _batches(data["images"], batch, device):
         predicted = classifier(images).argmax(1).cpu().numpy()
@@ -109,11 +109,22 @@ def _label_stats(label_fn: Callable[[], Iterator[np.ndarray]]) -> tuple[dict[str
     return ({c: pixels[c] / images for c in CONCEPTS}, {c: present[c] / images for c in CONCEPTS})
 
 
+def _segmenter_input(segmenter: WorldSegmenter, images: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Images larger than the segmenter's training size (64 px) brought down to it."""
+    if images.shape[-1] <= size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
+
+
 @torch.no_grad()
 def generator_report(generator: nn.Module, segmenter: WorldSegmenter, classifier: nn.Module, samples: int = 5000,
-                     device: str = "cpu", batch: int = 100) -> dict:
-    """Frechet distance (and floor) plus concept statistics of ``samples`` generated images."""
-    world = world_arrays("heldout", 2 * samples, generator.resolution, progress=False)
+                     device: str = "cpu", batch: int = 100, world_name: str = "classic",
+                     progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Frechet distance (and floor) plus concept statistics of ``samples`` generated images, against
+    ``2 * samples`` held-out images of the world the generator was trained on. ``progress(stage,
+    done, total)`` is called while rendering the world, generating and measuring."""
+    world = world_arrays("heldout", 2 * samples, generator.resolution, progress=progress is not None, world=world_name)
     z_dim = generator.z_dim
 
     def generated() -> Iterator[torch.Tensor]:
@@ -122,17 +133,25 @@ def generator_report(generator: nn.Module, segmenter: WorldSegmenter, classifier
             yield generator(z_tensor(ids, z_dim, device=device)).clamp(-1, 1)
 
     gen_features, gen_maps = [], []
-    for images in generated():
+    for done, images in enumerate(generated(), start=1):
         gen_features.append(pooled_features(classifier, images).cpu().numpy())
-        gen_maps.append(segmenter.segment(images)[:, :2].cpu().numpy())
+        gen_maps.append(segmenter.segment(_segmenter_input(segmenter, images))[:, :2].cpu().numpy())
+        if progress is not None:
+            progress("generate", min(done * batch, samples), samples)
     world_features, world_seg = [], []
-    for _, images in _batches(world["images"], batch, device):
+    for part, images in _batches(world["images"], batch, device):
+        if progress is not None:
+            progress("world features", part.stop, len(world["images"]))
         world_features.append(pooled_features(classifier, images).cpu().numpy())
         if len(world_seg) * batch < samples:
-            world_seg.append(segmenter.segment(images)[:, :2].cpu().numpy())
+            world_seg.append(segmenter.segment(_segmenter_input(segmenter, images))[:, :2].cpu().numpy())
     wf = np.concatenate(world_features).astype(np.float64)
     gf = np.concatenate(gen_features).astype(np.float64)
     truth = np.stack([world["objects"][:samples], world["materials"][:samples]], 1)
+    size = gen_maps[0].shape[-1]
+    if truth.shape[-1] > size:  # compare label shares at the segmenter's resolution
+        step = truth.shape[-1] // size
+        truth = truth[..., step // 2::step, step // 2::step]
     sample_pixels, sample_presence = _label_stats(lambda: iter(gen_maps))
     world_pixels, world_presence = _label_stats(lambda: iter([truth]))
     seg_pixels, seg_presence = _label_stats(lambda: iter(world_seg))
@@ -146,7 +165,7 @@ def generator_report(generator: nn.Module, segmenter: WorldSegmenter, classifier
         "samples": samples,
         "frechet_distance": frechet_distance(gf, wf[:samples]),
         "frechet_floor": frechet_distance(wf[samples:], wf[:samples]),
-        "feature_space": "classifier pooled features (world64/classifier)",
+        "feature_space": "the zoo classifier's pooled features",
         "presence_threshold": PRESENCE_FRACTION,
         "concepts": concepts,
         "concepts_below_1pct_of_samples": [c for c in CONCEPTS if sample_presence[c] < 0.01],

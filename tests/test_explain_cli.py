@@ -83,3 +83,19 @@ def test_dynamics_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert set(rows[0]["detectors"]) == {"object", "material", "color"}
     assert "<svg" in (tmp_path / "dyn" / "dynamics.svg").read_text()
     assert "| final |" in (tmp_path / "dyn" / "dynamics.md").read_text()
+
+
+def test_cache_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "cache"
+    (root / "world").mkdir(parents=True)
+    (root / "world" / "a.npz").write_bytes(b"x" * 1000)
+    (root / "dissect" / "k").mkdir(parents=True)
+    (root / "dissect" / "k" / "table.json").write_bytes(b"y" * 10)
+    assert main(["cache", "info", "--cache-dir", str(root)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == 1010 and info["parts"] == {"dissect": 10, "world": 1000}
+    assert main(["cache", "clear", "--only", "world", "--cache-dir", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["freed_bytes"] == 1000
+    assert not (root / "world").exists() and (root / "dissect").exists()
+    assert main(["cache", "clear", "--cache-dir", str(root)]) == 0
+    assert not root.exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = [
     "ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights", "load_model",
-    "companion_id",
+    "companion_id", "model_world",
 ]
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -88,6 +88,14 @@ def companion_id(generator_id: str, component: str, zoo_dir: str | os.PathLike[s
         card = {}
     named = card.get("companions", {}).get(component) if isinstance(card.get("companions"), dict) else None
     return str(named) if named else f"{generator_id.split('/')[0]}/{component}"
+
+
+def model_world(model_id: str, zoo_dir: str | os.PathLike[str] | None = None) -> str:
+    """The scene world a zoo model was trained on (its card's ``world``; ``classic`` when absent)."""
+    try:
+        return str(get_entry(model_id, zoo_dir).card.get("world", "classic"))
+    except ZooError:
+        return "classic"
 
 
 def resolve_weights(spec: str, zoo_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", choices=["quantile", "iqr"], default=DissectConfig.threshold,
                         help="unit levels: each unit's most informative level (information quality ratio, "
                              "gandissect's GAN mode; the default) or a fixed top --quantile")
-    parser.add_argument("--causal-samples", type=int, default=64,
-                        help="samples for the causal ranking (single-unit ablations; 0 skips it)")
+    parser.add_argument("--causal-samples", type=int,
+                        help="samples for the causal ranking: every unit is ablated on each, so it costs units x "
+                             "samples generator runs (default: samples / 16, between 8 and 64; 0 skips it)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report and image strips")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     provenance = {"model": args.model, "model_sha256": file_sha256(weights), "segmenter": args.segmenter,
                   "processes": world}
     for layer, table in tables.items():
+        if args.causal_samples is None:
+            args.causal_samples = min(64, max(8, args.samples // 16))
         if args.causal_samples > 0 and rank == 0:
             ids = list(range(args.first + args.samples, args.first + args.samples + args.causal_samples))
             cbar = tqdm(total=1, disable=args.no_progress, desc=f"causal {layer}", unit="unit-batch")

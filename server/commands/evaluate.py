@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from models.checkpoints import CheckpointError
-from models.zoo import ZOO_DIR, ZooError, get_entry, load_model
+from models.zoo import DEFAULT_GENERATOR, ZOO_DIR, ZooError, companion_id, get_entry, load_model, model_world
 from models.zoo.cards import hardware_description, read_card, write_card
 from server.commands import Command, CommandError
 from server.devices import resolve_device
@@ -21,9 +21,9 @@ FULL_CAM_SAMPLES, FULL_CAM_FAITHFULNESS = 500, 100
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=("segmenter", "classifier", "gan", "cam"))
-    parser.add_argument("--model", help="zoo id (default world64, world64/segmenter or world64/classifier)")
-    parser.add_argument("--segmenter", default="world64/segmenter", help="gan only: segmenter zoo id")
-    parser.add_argument("--classifier", default="world64/classifier", help="gan only: classifier zoo id")
+    parser.add_argument("--model", help="zoo id (default: the default generator, or its segmenter or classifier)")
+    parser.add_argument("--segmenter", help="gan only: segmenter zoo id (default: the generator's own)")
+    parser.add_argument("--classifier", help="gan only: classifier zoo id (default: the generator's own)")
     parser.add_argument("--count", type=int, help="held-out images (default 2000) or generated samples (default 5000)")
     parser.add_argument("--write-card", action="store_true", help="store the numbers in the model's card")
     parser.add_argument("--grid", type=Path, help="gan only: also save an 8x8 grid of samples 0..63 here")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what == "cam":
         return _cam(args)
-    default_id = {"segmenter": "world64/segmenter", "classifier": "world64/classifier", "gan": "world64"}[args.what]
+    default_id = DEFAULT_GENERATOR if args.what == "gan" else companion_id(DEFAULT_GENERATOR, args.what, args.zoo_dir)
     model_id = args.model or default_id
     count = args.count or (5000 if args.what == "gan" else 2000)
     if not 10 <= count <= 100_000:
@@ -54,14 +54,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = str(resolve_device(args.device))
         model = load_model(model_id, device, args.zoo_dir)
+        world = model_world(model_id, args.zoo_dir)
         if args.what == "segmenter":
-            report = evaluate.segmenter_report(model, count, device=device)
+            report = evaluate.segmenter_report(model, count, device=device, world=world, progress=True)
         elif args.what == "classifier":
-            report = evaluate.classifier_report(model, count, device=device)
+            report = evaluate.classifier_report(model, count, device=device, world=world, progress=True)
         else:
-            segmenter = load_model(args.segmenter, device, args.zoo_dir)
-            classifier = load_model(args.classifier, device, args.zoo_dir)
-            report = evaluate.generator_report(model, segmenter, classifier, count, device=device)
+            segmenter = load_model(args.segmenter or companion_id(model_id, "segmenter", args.zoo_dir), device, args.zoo_dir)
+            classifier = load_model(args.classifier or companion_id(model_id, "classifier", args.zoo_dir), device,
+                                    args.zoo_dir)
+            from tqdm import tqdm
+
+            bar = tqdm(total=1, desc="evaluate gan", unit="img")
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.set_description(f"evaluate gan ({stage})")
+                bar.refresh()
+
+            report = evaluate.generator_report(model, segmenter, classifier, count, device=device, world_name=world,
+                                               progress=progress)
+            bar.close()
             if args.grid:
                 from PIL import Image
 
