@@ -216,9 +216,27 @@ def upsampled_chunks(activations: torch.Tensor, labels: torch.Tensor,
 
 def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
                       chunk: int = 16) -> None:
-    """Upsample to the label grid, threshold at ``level`` and tally."""
-    for up, chunk_labels in upsampled_chunks(activations, labels, chunk):
-        tally.add(up > level[None, :, None, None], chunk_labels)
+    """Upsample to the label grid, threshold at ``level`` and tally.
+
+    Bilinear upsampling never exceeds a map's own maximum, so a (image, unit) map whose maximum is
+    at or below the unit's level has no active pixel: when most maps are like that (Network
+    Dissection's top 0.5 %), only the others are upsampled and tallied (``IoUTally.add_pairs``,
+    NetDissect-Lite's per-unit skip, vectorised). The counts are the same either way.
+    """
+    level = level.to(activations.device)
+    fires = activations.flatten(2).amax(2) > level[None, :]  # (n, units)
+    if float(fires.float().mean()) > 0.5:
+        for up, chunk_labels in upsampled_chunks(activations, labels, chunk):
+            tally.add(up > level[None, :, None, None], chunk_labels)
+        return
+    size = labels.shape[-1]
+    image, unit = fires.nonzero(as_tuple=True)
+    tally.count_labels(labels)
+    per_chunk = max(1, (1 << 22) // (size * size))
+    for start in range(0, image.numel(), per_chunk):
+        i, u = image[start:start + per_chunk], unit[start:start + per_chunk]
+        maps = upsample_to(activations[i, u][:, None].float(), size)[:, 0]
+        tally.add_pairs(i, u, maps > level[u][:, None, None], labels)
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -25,7 +25,8 @@ import torch
 
 from dissect_core.datasets.broden import BrodenDataset
 from dissect_core.gandissect import tally_thresholded
-from dissect_core.nethook import Trace
+from dissect_core.nethook import Trace, folded_copy
+from dissect_core.precision import resolve_precision
 from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
 
 __all__ = ["NetDissectConfig", "NetDissectTable", "netdissect", "tally_csv", "unique_detectors", "class_drivers"]
@@ -41,6 +42,12 @@ class NetDissectConfig:
     topk: int = 10
     limit: int | None = None
     """Use only the first ``limit`` probe images."""
+    max_cached_bytes: int = 4 << 30
+    """Activations and label maps kept in memory between the two stages (decode and run the model
+    once); batches beyond this are decoded and run again for the tally."""
+    precision: str = "fp32"
+    """Model arithmetic: ``fp32``; ``bf16``; or ``auto`` (bfloat16 where the hardware computes it
+    natively, ``precision.resolve_precision``). Levels and tallies are float32 either way."""
     denominator: str = "mask"
     """``mask``: NetDissect-Lite's rule (a unit's area counts for a category only in images where that
     category's labels lie under its mask); ``image``: wherever the category appears in the image
@@ -102,6 +109,8 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    dtype = resolve_precision(config.precision, device)
+    runner = folded_copy(model).to(dtype)  # batch norms folded into the convolutions: the same maps, faster
     count = min(len(dataset), config.limit or len(dataset))
     if count == 0:
         raise ValueError("the probe set is empty")
@@ -114,37 +123,46 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
         if progress is not None:
             progress(stage, done, total)
 
+    labels = [("-", "")] + [("", "")] * (dataset.num_labels - 1)
+    for label in dataset.labels:
+        labels[label.number] = (label.name, label.category)
+    categories = list(dataset.categories)
+    category_of = [-1] + [categories.index(c) if c in categories else -1 for _, c in labels[1:]]
     try:
-        # pass 1: thresholds and top images
+        # one pass over the probe: each image and its labels decoded once, the model run once; the
+        # activations and label maps are kept (within ``max_cached_bytes``) for the tally
         tops: dict[str, TopValues] = {}
         images_top: dict[str, TopImages] = {}
-        for b, indices in enumerate(batches, start=1):
-            images, _ = _load_batch(dataset, indices, device)
-            with Trace(model, layers, stop=True) as trace:
-                model(images)
-            for layer in layers:
-                acts = trace[layer].float()
-                if layer not in tops:
-                    k, h, w = acts.shape[1:]
-                    tops[layer] = TopValues(k, quantile_rank(count * h * w, 1 - config.quantile), device)
-                    images_top[layer] = TopImages(k, config.topk, device)
-                tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
-                images_top[layer].add(acts.flatten(2).amax(2), torch.tensor(list(indices), device=device))
-            report("thresholds", b)
-        levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
-        # pass 2: IoU against the probe labels
-        labels = [("-", "")] + [("", "")] * (dataset.num_labels - 1)
-        for label in dataset.labels:
-            labels[label.number] = (label.name, label.category)
-        categories = list(dataset.categories)
-        category_of = [-1] + [categories.index(c) if c in categories else -1 for _, c in labels[1:]]
-        tallies = {layer: IoUTally(tops[layer].units, category_of, device, config.denominator) for layer in layers}
+        cached: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
+        cached_bytes = 0
         for b, indices in enumerate(batches, start=1):
             images, label_maps = _load_batch(dataset, indices, device)
-            with Trace(model, layers, stop=True) as trace:
-                model(images)
+            with Trace(runner, layers, stop=True) as trace:
+                runner(images.to(dtype))
+            acts = {layer: trace[layer].float() for layer in layers}
             for layer in layers:
-                tally_thresholded(tallies[layer], trace[layer], levels[layer], label_maps)
+                if layer not in tops:
+                    k, h, w = acts[layer].shape[1:]
+                    tops[layer] = TopValues(k, quantile_rank(count * h * w, 1 - config.quantile), device)
+                    images_top[layer] = TopImages(k, config.topk, device)
+                tops[layer].add(acts[layer].permute(0, 2, 3, 1).reshape(-1, acts[layer].shape[1]))
+                images_top[layer].add(acts[layer].flatten(2).amax(2), torch.tensor(list(indices), device=device))
+            small = label_maps.to(torch.int16 if dataset.num_labels < 2**15 else torch.int32)
+            cached_bytes += sum(a.numel() * a.element_size() for a in acts.values()) + small.numel() * small.element_size()
+            cached.append((acts, small) if cached_bytes <= config.max_cached_bytes else ({}, small[:0]))
+            report("activations", b)
+        levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
+        # tally against the probe labels (re-reading only what did not fit in memory)
+        tallies = {layer: IoUTally(tops[layer].units, category_of, device, config.denominator) for layer in layers}
+        for b, (indices, (acts, label_maps)) in enumerate(zip(batches, cached), start=1):
+            if not acts:
+                images, label_maps = _load_batch(dataset, indices, device)
+                with Trace(runner, layers, stop=True) as trace:
+                    runner(images.to(dtype))
+                acts = {layer: trace[layer].float() for layer in layers}
+            for layer in layers:
+                tally_thresholded(tallies[layer], acts[layer], levels[layer], label_maps.long())
+            cached[b - 1] = ({}, label_maps[:0])  # free as we go
             report("iou", len(batches) + b)
     finally:
         model.train(was_training)

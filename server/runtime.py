@@ -28,6 +28,7 @@ from PIL import Image
 
 from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps, unit_values
 from dissect_core.nethook import private_copy
+from dissect_core.precision import resolve_precision
 from models.imaging import to_uint8
 from models.samples import z_tensor
 from server.catalog import Catalog, LoadedModel
@@ -125,23 +126,6 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bfloat16 where the hardware computes it natively (CUDA; CPUs with AMX or
-    AVX512-BF16, through oneDNN), else float32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    supported = device.type == "cpu" and torch.backends.mkldnn.is_available()
-    try:
-        supported = supported and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        supported = False
-    return torch.bfloat16 if supported else torch.float32
 
 
 class InferenceExecutor:

@@ -89,6 +89,19 @@ def ensure_world_probe(count: int, size: int = 64, cancelled: Callable[[], bool]
     return out
 
 
+class _ProbeImages:
+    """A probe set's images decoded on access (no label maps): what the strips need."""
+
+    def __init__(self, probe: BrodenDataset) -> None:
+        self.probe = probe
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    def __getitem__(self, index: int):  # noqa: ANN204
+        return self.probe.image(index)
+
+
 def write_netdissect_outputs(model, table: NetDissectTable, probe: BrodenDataset, out: Path, strips: int) -> dict:  # noqa: ANN001
     """tally.csv (NetDissect-Lite's layout), netdissect.json, top-image strips and report.html in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -109,9 +122,9 @@ def write_netdissect_outputs(model, table: NetDissectTable, probe: BrodenDataset
                 "unique_detectors_top_label": unique_detectors(table, rule="top"), "units": units}
     (out / "netdissect.json").write_text(json.dumps(document, indent=1))
     ranked = sorted(units, key=lambda u: -u["iou"])
-    images = [probe[i][0] for i in range(table.images)]
-    top = TopK(table.layer, table.level, table.top_images, table.top_images.astype(float))
-    write_strips(model, top, images, out / "image", [u["unit"] for u in ranked[:strips]], count=8)
+    if strips > 0:  # only the shown units' top images are decoded
+        top = TopK(table.layer, table.level, table.top_images, table.top_images.astype(float))
+        write_strips(model, top, _ProbeImages(probe), out / "image", [u["unit"] for u in ranked[:strips]], count=8)
     rows = "".join(
         f"<tr{'' if u['interpretable'] else ' class=low'}><td>{u['unit']}</td><td>{html.escape(u['label'])}</td>"
         f"<td>{u['category']}</td><td>{u['iou']:.3f}</td><td>{', '.join(str(d['class']) for d in u['drives'])}</td>"

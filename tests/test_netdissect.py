@@ -114,3 +114,27 @@ def test_class_drivers() -> None:
 def test_cancel(probe: BrodenDataset) -> None:
     with pytest.raises(InterruptedError):
         netdissect(Probe(), ["features.1"], probe, NetDissectConfig(batch_size=2), cancelled=lambda: True)
+
+
+class CountingProbe(BrodenDataset):
+    """Counts how often each image and its labels are decoded."""
+
+    def __init__(self, root) -> None:  # noqa: ANN001
+        super().__init__(root)
+        self.reads = 0
+
+    def __getitem__(self, index: int):  # noqa: ANN204
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+def test_each_probe_image_is_decoded_once(probe: BrodenDataset) -> None:
+    counting = CountingProbe(probe.root)
+    table = netdissect(Probe(), ["features.1"], counting, NetDissectConfig(quantile=0.02, batch_size=3))["features.1"]
+    assert counting.reads == len(probe)
+    # past the memory budget the tally decodes and runs again, with the same result
+    again = CountingProbe(probe.root)
+    spilled = netdissect(Probe(), ["features.1"], again, NetDissectConfig(quantile=0.02, batch_size=3,
+                                                                          max_cached_bytes=0))["features.1"]
+    assert again.reads == 2 * len(probe)
+    np.testing.assert_array_equal(spilled.iou, table.iou)

@@ -99,3 +99,26 @@ def test_unknown_layer_names_the_alternatives(generator: ProgressiveGenerator) -
     assert "layer3.conv" in layer_names(generator)
     assert module_by_name(generator, "layer3.conv") is generator.layer3.conv
     assert count_hooks(generator) == 0
+
+
+def test_folded_copy_matches_the_model_and_leaves_it_alone() -> None:
+    from dissect_core.nethook import Trace, folded_copy
+    from models.classifier import SceneClassifier
+
+    torch.manual_seed(0)
+    model = SceneClassifier(width=8)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    folded = folded_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad(), Trace(model, ["features.block2"]) as a, Trace(folded, ["features.block2"]) as b:
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+        model(x)
+        folded(x)
+    torch.testing.assert_close(b["features.block2"], a["features.block2"], rtol=1e-4, atol=1e-5)

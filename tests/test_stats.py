@@ -150,3 +150,55 @@ def test_concept_features_hand_computed() -> None:
     assert other.cells.tolist() == [0, 4, 2] and torch.equal(other.mean(), mean)
     with pytest.raises(ValueError, match="do not match"):
         tally.add(features, torch.zeros(1, 1, 5, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("denominator", ["image", "mask"])
+def test_iou_tally_sparse_and_dense_counts_agree(denominator: str) -> None:
+    """Sparse masks (Network Dissection's top 0.5 %) are counted by bincount over active pixels,
+    dense ones by one-hot products: the same integers either way."""
+    torch.manual_seed(3)
+    objects = torch.randint(0, 4, (5, 12, 12))  # labels 1-3: objects, 4-5: materials, one channel each
+    materials = torch.randint(0, 3, (5, 12, 12))
+    labels = torch.stack([objects, torch.where(materials > 0, materials + 3, 0)], 1)
+    category_of = [-1, 0, 0, 0, 1, 1]
+    for density in (0.02, 0.5):  # below and above SPARSE_DENSITY
+        masks = torch.rand(5, 7, 12, 12) < density
+        tally = IoUTally(7, category_of, denominator=denominator)
+        tally.add(masks, labels)
+        brute_inter = torch.zeros(7, 6, dtype=torch.int64)
+        for l in range(1, 6):
+            brute_inter[:, l] = (masks & (labels == l).any(1, keepdim=True)).sum((0, 2, 3))
+        assert torch.equal(tally.intersection, brute_inter), density
+        for u in range(7):
+            for c in range(2):
+                expected = 0
+                for i in range(5):
+                    in_cat = torch.zeros(12, 12, dtype=torch.bool)
+                    for l in range(1, 6):
+                        if category_of[l] == c:
+                            in_cat |= (labels[i] == l).any(0)
+                    carries = (masks[i, u] & in_cat).any() if denominator == "mask" else in_cat.any()
+                    expected += int(masks[i, u].sum()) if carries else 0
+                assert int(tally.unit_area[u, c]) == expected
+
+
+@pytest.mark.parametrize("denominator", ["image", "mask"])
+def test_thresholded_tally_skips_silent_maps_exactly(denominator: str) -> None:
+    """Only maps whose maximum passes the level are upsampled (NetDissect-Lite's skip): same counts
+    as thresholding every upsampled map."""
+    from dissect_core.gandissect import tally_thresholded, upsample_to
+
+    torch.manual_seed(5)
+    acts = torch.randn(6, 9, 4, 4)
+    level = torch.quantile(acts.permute(1, 0, 2, 3).reshape(9, -1), 0.97, dim=1)  # few maps fire
+    objects = torch.randint(0, 4, (6, 16, 16))
+    materials = torch.randint(0, 3, (6, 16, 16))
+    labels = torch.stack([objects, torch.where(materials > 0, materials + 3, 0)], 1)
+    category_of = [-1, 0, 0, 0, 1, 1]
+    fast, dense = IoUTally(9, category_of, denominator=denominator), IoUTally(9, category_of, denominator=denominator)
+    assert (acts.flatten(2).amax(2) > level[None]).float().mean() < 0.5  # the skipping path is taken
+    tally_thresholded(fast, acts, level, labels)
+    dense.add(upsample_to(acts, 16) > level[None, :, None, None], labels)
+    for name in ("intersection", "unit_area", "label_area"):
+        assert torch.equal(getattr(fast, name), getattr(dense, name)), name
+    assert fast.images == dense.images == 6

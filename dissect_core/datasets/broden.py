@@ -34,8 +34,8 @@ class BrodenLabel:
 def decode_label_png(path: Path) -> np.ndarray:
     """Label numbers from a Broden label PNG: ``R + 256 * G``."""
     with Image.open(path) as image:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
-    return rgb[..., 0] + rgb[..., 1] * 256
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return rgb[..., 0].astype(np.int64) | (rgb[..., 1].astype(np.int64) << 8)
 
 
 def _primary_category(spec: str) -> str:
@@ -79,13 +79,20 @@ class BrodenDataset:
         return self.root / "images" / self.rows[index]["image"]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
-        row = self.rows[index]
+        return self.image(index), self.label_maps(index)
+
+    def image(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 pixels of one image."""
         path = self.image_path(index)
         try:
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
+                return np.asarray(image.convert("RGB"))
         except OSError as exc:
             raise BrodenError(f"{path}: cannot read image ({exc})") from exc
+
+    def label_maps(self, index: int) -> dict[str, list[np.ndarray]]:
+        """Per category, the (sh, sw) label-number maps of one image (per-image labels filled in)."""
+        row = self.rows[index]
         sh, sw = int(row["sh"]), int(row["sw"])
         labels: dict[str, list[np.ndarray]] = {}
         for category in self.categories:
@@ -96,4 +103,4 @@ class BrodenDataset:
                 else:
                     maps.append(decode_label_png(self.root / "images" / entry))
             labels[category] = maps
-        return pixels, labels
+        return labels
