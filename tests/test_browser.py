@@ -157,13 +157,25 @@ def test_paint_undo_redo(page, app_server: dict) -> None:  # noqa: ANN001
 def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
     open_painter(page, app_server)
     start = int(page.locator("#brush-size").input_value())
+    cell = app_server["resolution"] / int(page.evaluate(
+        "() => document.getElementById('grid-hint').textContent.match(/(\\d+)×/)[1]"))
+    assert start == round(2 * cell)  # the default brush covers about 2x2 edit cells
     page.locator("body").click(position={"x": 5, "y": 5})
     for _ in range(3):
         page.keyboard.press("]")
     assert int(page.locator("#brush-size").input_value()) == start + 3
     page.keyboard.press("[")
-    assert int(page.locator("#brush-size").input_value()) == start + 2
-    assert page.locator("#brush-size-value").inner_text() == f"{start + 2} px"
+    size = start + 2
+    assert int(page.locator("#brush-size").input_value()) == size
+    # the size in generated-image pixels, as a share of the width and in edit-layer cells
+    resolution = app_server["resolution"]
+    grid = int(page.evaluate("() => document.getElementById('grid-hint').textContent.match(/(\\d+)×/)[1]"))
+    cells = size / (resolution / grid)
+    assert page.locator("#brush-size-value").inner_text() == (
+        f"{size} px · {round(100 * size / resolution)}% of width · {int(cells * 10 + 0.5) / 10:.1f} cells")
+    hint = page.locator("#grid-hint").inner_text()
+    assert f"1/{grid} of the image's width and height (1/{grid * grid} of its area)" in hint
+    assert int(page.locator("#brush-size").get_attribute("max")) == max(8, resolution // 2)
 
 
 def test_download_and_shared_url(page, context, app_server: dict) -> None:  # noqa: ANN001

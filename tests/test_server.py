@@ -512,3 +512,12 @@ def test_api_doc_lists_the_openapi_operations(client: TestClient) -> None:
     assert documented == served, (sorted(documented - served), sorted(served - documented))
     for websocket in ("/ws/paint", "/ws/jobs/{job_id}"):
         assert f"## Websocket `{websocket}`" in doc
+
+
+def test_classifier_description(client: TestClient) -> None:
+    info = client.get("/api/classifier")
+    assert info.status_code == 200
+    body = info.json()
+    assert body["id"] == client.app.state.ganpaint.settings.classifier and len(body["classes"]) >= 2
+    assert {layer["name"] for layer in body["layers"]} >= {"features.block3", "features.block4"}
+    assert all(layer["units"] > 0 for layer in body["layers"])

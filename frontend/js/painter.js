@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   image: $("image"), overlay: $("overlay"), brushes: $("brushes"), history: $("history"), samples: $("samples"),
   strength: $("strength"), strengthValue: $("strength-value"), size: $("brush-size"), sizeValue: $("brush-size-value"),
+  gridHint: $("grid-hint"), brushCount: $("brush-count"),
   model: $("model-select"), layer: $("layer-select"), banner: $("banner"), status: $("status"), seqInfo: $("seq-info"),
   gotoInput: $("goto-id"), importFile: $("import-file"),
 };
@@ -142,6 +143,16 @@ function renderBrushes() {
     button.addEventListener("click", () => selectBrush(brush));
     ui.brushes.append(button);
   }
+  const count = state.brushList.length + extra.length + custom.length;
+  ui.brushCount.textContent = count ? `(${count})` : "";
+  updateScrollCue();
+}
+
+// a visible cue when the brush list continues below its visible part
+function updateScrollCue() {
+  const list = ui.brushes;
+  const more = list.scrollHeight - list.scrollTop - list.clientHeight > 4;
+  list.parentElement.classList.toggle("more", more);
 }
 
 function selectBrush(brush) {
@@ -374,7 +385,30 @@ async function loadModel(modelId, layer) {
   }
   ui.image.width = state.info.resolution;
   ui.image.height = state.info.resolution;
+  ui.image.classList.toggle("tiny", state.info.resolution < 64);
+  // sizes in image pixels: at most half the image; the default brush covers about 2x2 edit cells
+  ui.size.max = String(Math.max(8, Math.round(state.info.resolution / 2)));
+  if (!sizeChosen) ui.size.value = String(Math.round(2 * cellPixels()));
+  describeGrid();
+  setSize(Number(ui.size.value));
   await loadBrushes();
+}
+
+let sizeChosen = false;
+
+function layerGrid() {
+  const layer = state.info?.layers.find((l) => l.name === state.view.layer);
+  return layer ? layer.shape[1] : 8;
+}
+
+function cellPixels() {
+  return (state.info?.resolution || 64) / layerGrid();
+}
+
+function describeGrid() {
+  const grid = layerGrid();
+  ui.gridHint.textContent = `The painted region is pooled to the edit layer's ${grid}×${grid} grid: one cell is ` +
+    `${cellPixels()} px, 1/${grid} of the image's width and height (1/${grid * grid} of its area).`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,11 +416,17 @@ async function loadModel(modelId, layer) {
 function setSize(value) {
   const clamped = Math.max(Number(ui.size.min), Math.min(Number(ui.size.max), value));
   ui.size.value = String(clamped);
-  ui.sizeValue.textContent = `${clamped} px`;
+  const resolution = state.info?.resolution || 64;
+  const cells = clamped / cellPixels();
+  // a diameter in generated-image pixels, also as a share of the width and in edit cells
+  ui.sizeValue.textContent = `${clamped} px · ${Math.round((100 * clamped) / resolution)}% of width · ` +
+    `${cells < 10 ? cells.toFixed(1) : Math.round(cells)} cell${cells === 1 ? "" : "s"}`;
   drawOverlay();
 }
 
-ui.size.addEventListener("input", () => setSize(Number(ui.size.value)));
+ui.size.addEventListener("input", () => { sizeChosen = true; setSize(Number(ui.size.value)); });
+ui.brushes.addEventListener("scroll", updateScrollCue);
+window.addEventListener("resize", updateScrollCue);
 ui.strength.addEventListener("input", () => (ui.strengthValue.textContent = `${ui.strength.value}%`));
 for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => setAction(b.dataset.action));
 
@@ -413,8 +453,10 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     redo();
   } else if (!ctrl && event.key === "[") {
+    sizeChosen = true;
     setSize(Number(ui.size.value) - 1);
   } else if (!ctrl && event.key === "]") {
+    sizeChosen = true;
     setSize(Number(ui.size.value) + 1);
   } else if (!ctrl && event.key.toLowerCase() === "b") {
     setAction("add");

@@ -30,7 +30,8 @@ MAX_METHODS = 6
 
 @router.get("/classifier", summary="The explained classifier: classes and layers with their unit counts",
             responses=responses(404))
-def classifier_info(classifier: torch.nn.Module = Depends(get_classifier)) -> dict[str, Any]:
+def classifier_info(state=Depends(get_state),  # noqa: ANN001
+                    classifier: torch.nn.Module = Depends(get_classifier)) -> dict[str, Any]:
     layers = []
     for name, module in classifier.named_modules():
         if name.count(".") == 1 and name.startswith("features."):

@@ -54,6 +54,7 @@ def _export(args: argparse.Namespace) -> dict:
     config = json.loads(config_path.read_text())
     kind = _KINDS[args.recipe]
     dtype = getattr(torch, args.dtype)
+    world = config.get("world", "classic")
     out_dir = args.zoo_dir / args.name
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -88,7 +89,8 @@ def _export(args: argparse.Namespace) -> dict:
                         "edit_layer": "layer4", "parameters": sum(v.numel() for v in state.values())}
         file_name = "generator.safetensors"
         model_id = args.name
-        data = {"world": "scene world, train split", "images": config["dataset_size"], "size": config["resolution"]}
+        data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
+                "size": config["resolution"]}
     else:
         source = run_dir / "model.safetensors"
         if not source.exists():
@@ -101,7 +103,8 @@ def _export(args: argparse.Namespace) -> dict:
             architecture["cam_target_layer"] = "features.block4"
         file_name = f"{kind}.safetensors"
         model_id = f"{args.name}/{kind}"
-        data = {"world": "scene world, train split", "images": config["dataset_size"], "size": config["resolution"]}
+        data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
+                "size": config["resolution"]}
 
     stored = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     weights = save_weights(stored, out_dir / file_name)
@@ -113,8 +116,11 @@ def _export(args: argparse.Namespace) -> dict:
         "training": {"command": command, "config": config, "seconds": _training_seconds(run_dir),
                      "hardware": hardware_description(), **extra},
         "data": data,
+        "world": world,
         "metrics": {},
     }
+    if kind == "generator":  # the segmenter and classifier trained on the same world
+        card["companions"] = {"segmenter": f"{args.name}/segmenter", "classifier": f"{args.name}/classifier"}
     if snapshot_files:
         card["snapshots"] = snapshot_files
     write_card(out_dir / f"{kind}.json", card)
