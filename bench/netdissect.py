@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-PRECISION = "fp32"
+PRECISION = "auto"
 
 
 def _cpu_seconds() -> float:
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--layer", default="features.block4")
     parser.add_argument("--variant", choices=("ours", "lite"))
     parser.add_argument("--probe", type=Path)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+    parser.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"),
                         help="ours: model arithmetic (the baseline always runs float32, as Lite does)")
     args = parser.parse_args()
     if args.variant:

@@ -45,9 +45,10 @@ class NetDissectConfig:
     max_cached_bytes: int = 4 << 30
     """Activations and label maps kept in memory between the two stages (decode and run the model
     once); batches beyond this are decoded and run again for the tally."""
-    precision: str = "fp32"
-    """Model arithmetic: ``fp32``; ``bf16``; or ``auto`` (bfloat16 where the hardware computes it
-    natively, ``precision.resolve_precision``). Levels and tallies are float32 either way."""
+    precision: str = "auto"
+    """Model arithmetic: ``auto`` (bfloat16 where the hardware computes it natively,
+    ``precision.resolve_precision``; on 5,000 world probe images every unit keeps its float32
+    label), ``fp32`` or ``bf16``. Levels and tallies are float32 either way."""
     denominator: str = "mask"
     """``mask``: NetDissect-Lite's rule (a unit's area counts for a category only in images where that
     category's labels lie under its mask); ``image``: wherever the category appears in the image

@@ -63,7 +63,7 @@ def brute_force(model: Probe, data: BrodenDataset, quantile: float, denominator:
 @pytest.mark.parametrize("denominator", ["mask", "image"])
 def test_matches_brute_force(probe: BrodenDataset, denominator: str) -> None:
     model = Probe()
-    config = NetDissectConfig(quantile=0.02, batch_size=3, denominator=denominator)
+    config = NetDissectConfig(quantile=0.02, batch_size=3, denominator=denominator, precision="fp32")
     table = netdissect(model, ["features.1"], probe, config)["features.1"]
     np.testing.assert_allclose(table.iou, brute_force(model, probe, 0.02, denominator), rtol=1e-5, atol=1e-7)
     assert table.images == 10 and table.top_images.shape == (6, 10)
@@ -130,11 +130,11 @@ class CountingProbe(BrodenDataset):
 
 def test_each_probe_image_is_decoded_once(probe: BrodenDataset) -> None:
     counting = CountingProbe(probe.root)
-    table = netdissect(Probe(), ["features.1"], counting, NetDissectConfig(quantile=0.02, batch_size=3))["features.1"]
+    table = netdissect(Probe(), ["features.1"], counting, NetDissectConfig(quantile=0.02, batch_size=3, precision="fp32"))["features.1"]
     assert counting.reads == len(probe)
     # past the memory budget the tally decodes and runs again, with the same result
     again = CountingProbe(probe.root)
-    spilled = netdissect(Probe(), ["features.1"], again, NetDissectConfig(quantile=0.02, batch_size=3,
+    spilled = netdissect(Probe(), ["features.1"], again, NetDissectConfig(quantile=0.02, batch_size=3, precision="fp32",
                                                                           max_cached_bytes=0))["features.1"]
     assert again.reads == 2 * len(probe)
     np.testing.assert_array_equal(spilled.iou, table.iou)
