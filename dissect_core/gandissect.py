@@ -99,6 +99,9 @@ class LayerTable:
     """(labels, units) mean feature where each label covers >= half a cell: what a brush adds."""
     concept_cells: np.ndarray | None = None
     """(labels,) how many cells that mean is over (0: the label never covered a cell)."""
+    gallery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Concept -> its strongest single drawing unit (``insertion.best_single_unit``): unit, share,
+    sample, cell."""
     insertion_alpha: np.ndarray | None = None
     """(labels, units) learned per-unit insertion weights (``dissect_core.insertion``); a row of
     zeros means none were learned for that label."""

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from models.samples import z_tensor
 
 __all__ = ["InsertionConfig", "InsertionResult", "learn_insertion", "context_regions", "restore_regions",
+           "GalleryEntry", "best_single_unit",
            "ScoreFn", "iou_init"]
 
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -218,3 +219,56 @@ def iou_init(iou_column: np.ndarray, scale: float = 0.5) -> np.ndarray:
     """gandissect's start: the concept's IoU ranking normalised to [0, ``scale``]."""
     top = float(iou_column.max())
     return (iou_column / top * scale).astype(np.float32) if top > 0 else np.zeros_like(iou_column, np.float32)
+
+
+@dataclass
+class GalleryEntry:
+    """One concept's strongest single drawing unit: "unit N draws trees"."""
+
+    unit: int
+    share: float
+    """Mean share of a painted 2x2-cell region that becomes the concept when only this unit is set."""
+    sample: int
+    """A held-out sample where it draws the concept well (for the before / after pictures)."""
+    cell: tuple[int, int]
+    """Top-left layer cell of the 2x2 region painted in that sample."""
+
+
+@torch.no_grad()
+def best_single_unit(generator: torch.nn.Module, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
+                     concept: int, candidates: Sequence[int], levels: np.ndarray, ids: Sequence[int],
+                     seed: int = 1, gain: float = 2.0, region: int = 2,
+                     rng: np.random.Generator | None = None) -> GalleryEntry | None:
+    """Among ``candidates``, the unit whose insertion *alone* (set to ``gain`` x its q99 level in a
+    ``region`` x ``region`` window where the concept is absent, one window per sample) raises the
+    concept's share of the window most: GAN Dissection's "units emerge as drawing objects"."""
+    rng = rng or np.random.default_rng(0)
+    device = next(generator.parameters()).device
+    _, gh, gw = generator.layer_shape(layer)
+    x = generator.forward_to(layer, z_tensor(list(ids), generator.z_dim, seed, device))
+    labels = segment(generator.forward_from(layer, x).clamp(-1, 1))
+    absent = F.max_pool2d(_cell_fractions(labels, (gh, gw), concept)[:, None], region, stride=1)[:, 0] == 0
+    windows = []
+    for i in range(len(ids)):
+        free = absent[i].nonzero()
+        if len(free):
+            y, xx = free[rng.integers(len(free))].tolist()
+            windows.append((i, y, xx))
+    if not windows:
+        return None
+    rows = torch.tensor([w[0] for w in windows], device=device)
+    mask = _region_mask(windows, (gh, gw), region, device)
+    best: GalleryEntry | None = None
+    for unit in candidates:
+        edited = x[rows].clone()
+        inside = mask[:, 0] > 0
+        channel = edited[:, unit]
+        channel[inside] = float(levels[unit]) * gain
+        out = segment(generator.forward_from(layer, edited).clamp(-1, 1))
+        up = F.interpolate(mask, size=out.shape[-2:], mode="nearest")[:, 0] > 0
+        shares = torch.stack([(out[k][up[k]] == concept).float().mean() for k in range(len(windows))])
+        mean = float(shares.mean())
+        if best is None or mean > best.share:
+            k = int(shares.argmax())
+            best = GalleryEntry(int(unit), mean, int(ids[windows[k][0]]), (windows[k][1], windows[k][2]))
+    return best

@@ -68,6 +68,7 @@ def table_json(table: LayerTable, provenance: dict[str, Any] | None = None) -> d
         "detectors_per_category": table.detectors_per_category(),
         "units": [table.unit_summary(u) for u in range(table.units)],
         "concepts": concepts,
+        "gallery": table.gallery,
     }
 
 
@@ -113,7 +114,8 @@ def load_table(directory: str | os.PathLike[str]) -> LayerTable:
             layer=document["layer"], shape=tuple(document["shape"]), labels=[tuple(x) for x in document["labels"]],
             categories=list(document["categories"]), config=DissectConfig(**document["config"]),
             causal={k: [int(u) for u in v] for k, v in document.get("causal", {}).items()},
-            causal_effect={k: [float(e) for e in v] for k, v in document.get("causal_effect", {}).items()}, **data,
+            causal_effect={k: [float(e) for e in v] for k, v in document.get("causal_effect", {}).items()},
+            gallery=dict(document.get("gallery", {})), **data,
         )
     except TableError:
         raise

@@ -99,3 +99,32 @@ def test_cache_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert not (root / "world").exists() and (root / "dissect").exists()
     assert main(["cache", "clear", "--cache-dir", str(root)]) == 0
     assert not root.exists()
+
+
+def test_brushes_command_learns_weights_and_a_gallery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """dissect, then learn the brushes into the table: the painter's draw becomes the learned rule."""
+    from dissect_core.intervene import brush_edit
+    from dissect_core.tables import load_table
+
+    out = tmp_path / "d"
+    assert main(["dissect", "--model", "tiny", "--layer", "layer4", "--samples", "24", "--out", str(out),
+                 "--no-report", "--causal-samples", "0", "--no-progress"]) == 0
+    table = load_table(out / "layer4")
+    present = [name for n, (name, cat) in enumerate(table.labels)
+               if cat in ("object", "material") and table.concept_feature(name) is not None]
+    assert present, "the tiny segmenter labels nothing"
+    capsys.readouterr()
+    assert main(["brushes", "--model", "tiny", "--table", str(out / "layer4"), "--concepts", *present[:2],
+                 "--samples", "24", "--steps", "4", "--gallery-samples", "6", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    learned = [c for c, e in report["concepts"].items() if "skipped" not in e]
+    assert learned
+    table = load_table(out / "layer4")
+    for concept in learned:
+        assert table.insertion(concept) == "learned"
+        edit = brush_edit(table, concept, "add", 0.5)
+        assert edit.weights and all(0 < w <= 1 for w in edit.weights)
+        if "gallery" in report["concepts"][concept]:
+            assert table.gallery[concept]["unit"] == report["concepts"][concept]["gallery"]["unit"]
+    assert json.loads((out / "layer4" / "table.json").read_text())["provenance"]["insertion"]["steps"] == 4
+    assert main(["brushes", "--model", "tiny", "--table", str(out / "layer4"), "--concepts", "unicorn"]) == 2
