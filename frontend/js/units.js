@@ -85,6 +85,60 @@ function renderRows() {
     ` (${table.config.samples} samples, ${table.config.threshold === "iqr" ? "per-unit IQR thresholds" : `top ${(table.config.quantile * 100).toFixed(1)}% threshold`}) — showing ${rows.length}`;
 }
 
+// "unit N draws trees": before / after pictures of each concept's strongest single drawing unit
+function gridMask(grid, cellY, cellX, size = 2) {
+  const bits = new Uint8Array(Math.ceil((grid * grid) / 8));
+  for (let y = cellY; y < cellY + size; y++) {
+    for (let x = cellX; x < cellX + size; x++) {
+      const i = y * grid + x;
+      bits[i >> 3] |= 0x80 >> (i & 7);
+    }
+  }
+  return { width: grid, height: grid, data: btoa(String.fromCharCode(...bits)) };
+}
+
+const GALLERY_MIN_SHARE = 0.1;
+
+function renderGallery(table) {
+  const all = Object.entries(table.gallery || {});
+  // a unit "draws" a concept only if it turns a tenth of the painted cells into it; say so otherwise
+  const entries = all.filter(([, e]) => e.share >= GALLERY_MIN_SHARE);
+  const weak = all.filter(([, e]) => e.share < GALLERY_MIN_SHARE).map(([c]) => c);
+  $("gallery-section").hidden = all.length === 0;
+  $("gallery-none").textContent = weak.length
+    ? `No single unit draws ${weak.join(", ")} (each one's best unit turns under ${GALLERY_MIN_SHARE * 100}% of ` +
+      "the painted cells into it: these concepts need several units together)." : "";
+  const holder = $("gallery");
+  holder.replaceChildren();
+  const grid = table.shape[1];
+  for (const [concept, entry] of entries) {
+    const figure = document.createElement("figure");
+    figure.className = "gallery-item";
+    figure.dataset.concept = concept;
+    const before = new Image();
+    before.alt = `sample ${entry.sample} before`;
+    before.src = api.sampleUrl(view.model, entry.sample);
+    const after = new Image();
+    after.alt = `sample ${entry.sample} with unit ${entry.unit} switched on`;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `unit ${entry.unit} draws ${concept} (${Math.round(entry.share * 100)}% of painted regions)`;
+    const recipe = { v: 1, model: view.model, layer: view.layer, sample: entry.sample,
+      strokes: [{ units: [entry.unit], action: "add", strength: 1.0, mask: gridMask(grid, entry.cell[0], entry.cell[1]) }] };
+    api.renderPng(recipe).then((blob) => { after.src = URL.createObjectURL(blob); }).catch(() => { after.alt = "render failed"; });
+    const pair = document.createElement("div");
+    pair.className = "pair";
+    pair.style.setProperty("--cell-top", `${(100 * entry.cell[0]) / grid}%`);
+    pair.style.setProperty("--cell-left", `${(100 * entry.cell[1]) / grid}%`);
+    pair.style.setProperty("--cell-size", `${(200 / grid)}%`);
+    const frame = document.createElement("div");
+    frame.className = "after";
+    frame.append(after);
+    pair.append(before, frame);
+    figure.append(pair, caption);
+    holder.append(figure);
+  }
+}
+
 async function loadTable() {
   try {
     view.table = await api.dissection(view.model, view.layer);
@@ -103,6 +157,7 @@ async function loadTable() {
   for (const c of view.table.categories) select.append(new Option(c, c));
   drawBars(view.table);
   renderRows();
+  renderGallery(view.table);
   document.body.dataset.ready = "true";
 }
 

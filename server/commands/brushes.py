@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concepts", nargs="+", help=f"default: {' '.join(DEFAULT_CONCEPTS)} (those in the table)")
     parser.add_argument("--samples", type=int, default=400, help="candidate images for training regions (400)")
     parser.add_argument("--first", type=int, default=20000, help="first sample id used for learning (20000)")
-    parser.add_argument("--steps", type=int, default=150, help="optimisation steps per concept (150)")
+    parser.add_argument("--steps", type=int, default=150,
+                        help="optimisation steps per concept (150; 0: keep the table's insertion, only the gallery)")
     parser.add_argument("--l2", type=float, default=0.005, help="L2 penalty on the weights (gandissect's 0.005)")
     parser.add_argument("--gallery-samples", type=int, default=48, help="samples to rank single units on (48)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the single-unit gallery")
@@ -47,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 8 <= args.samples <= 100_000 or not 1 <= args.steps <= 10_000 or not 4 <= args.gallery_samples <= 10_000:
-        raise CommandError("--samples must be 8..100000, --steps 1..10000, --gallery-samples 4..10000")
+    if not 8 <= args.samples <= 100_000 or not 0 <= args.steps <= 10_000 or not 4 <= args.gallery_samples <= 10_000:
+        raise CommandError("--samples must be 8..100000, --steps 0..10000, --gallery-samples 4..10000")
+    if args.steps == 0 and args.no_gallery:
+        raise CommandError("--steps 0 learns nothing and --no-gallery finds nothing: nothing to do")
     try:
         device = resolve_device(args.device)
         generator = load_generator(resolve_weights(args.model), device=device)
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     concepts = [c for c in (args.concepts or DEFAULT_CONCEPTS) if c in names]
     if args.concepts and len(concepts) != len(args.concepts):
         raise CommandError(f"not in the table: {sorted(set(args.concepts) - names)}")
-    if table.insertion_alpha is None:
+    if table.insertion_alpha is None and args.steps > 0:
         table.insertion_alpha = np.zeros((len(table.labels), table.units), np.float32)
     config = InsertionConfig(samples=args.samples, first=args.first, steps=args.steps, l2=args.l2)
     summary: dict[str, dict] = {}
@@ -84,22 +87,25 @@ def run(args: argparse.Namespace) -> int:
                 bar.n = done
                 bar.refresh()
 
-        try:
-            result = learn_insertion(generator, table.layer, segment, segmenter.concept_probability, number,
-                                     len(table.labels), value, config, init=iou_init(table.iou[:, number]),
-                                     progress=progress)
-        except ValueError as exc:
-            bar.close()
-            summary[concept] = {"skipped": str(exc)}
-            continue
+        entry: dict = {}
+        learned: list[int] = []
+        if args.steps > 0:
+            try:
+                result = learn_insertion(generator, table.layer, segment, segmenter.concept_probability, number,
+                                         len(table.labels), value, config, init=iou_init(table.iou[:, number]),
+                                         progress=progress)
+            except ValueError as exc:
+                bar.close()
+                summary[concept] = {"skipped": str(exc)}
+                continue
+            table.insertion_alpha[number] = result.alpha
+            learned = [int(u) for u in np.argsort(-result.alpha)[:6]]
+            entry = {"units_written": int((result.alpha >= 0.01).sum()), "weight_sum": round(float(result.alpha.sum()), 3),
+                     "restore_regions": result.restore_regions, "context_regions": result.context_regions,
+                     "final_loss": round(result.history[-1]["loss"], 4)}
         bar.close()
-        table.insertion_alpha[number] = result.alpha
-        entry = {"units_written": int((result.alpha >= 0.01).sum()), "weight_sum": round(float(result.alpha.sum()), 3),
-                 "restore_regions": result.restore_regions, "context_regions": result.context_regions,
-                 "final_loss": round(result.history[-1]["loss"], 4)}
         if not args.no_gallery:
-            candidates = list(dict.fromkeys([int(u) for u in np.argsort(-result.alpha)[:6]]
-                                            + table.concept_ranking(concept)[:6]))
+            candidates = list(dict.fromkeys(learned + table.concept_ranking(concept)[:12 - len(learned)]))
             ids = range(args.first + args.samples, args.first + args.samples + args.gallery_samples)
             best = best_single_unit(generator, table.layer, segment, number, candidates, table.q99, ids)
             if best is not None:
@@ -107,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
                 entry["gallery"] = table.gallery[concept]
         summary[concept] = entry
     provenance = _provenance(table_dir)
-    provenance["insertion"] = {**asdict(config), "concepts": [c for c, e in summary.items() if "skipped" not in e],
-                               "command": "ganpaint brushes " + " ".join(_argv(args))}
+    if args.steps > 0:
+        provenance["insertion"] = {**asdict(config), "concepts": [c for c, e in summary.items() if "skipped" not in e],
+                                   "command": "ganpaint brushes " + " ".join(_argv(args))}
+    if not args.no_gallery:
+        provenance["gallery"] = {"samples": args.gallery_samples, "first": args.first + args.samples,
+                                 "command": "ganpaint brushes " + " ".join(_argv(args))}
     save_table(table, table_dir, provenance)
     print(json.dumps({"table": str(table_dir), "seconds": round(time.monotonic() - started, 1), "concepts": summary},
                      indent=1))
