@@ -271,6 +271,15 @@ def test_unit_browser(page, app_server: dict) -> None:  # noqa: ANN001
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     rows = page.locator("#rows tr")
     assert rows.count() > 0
+    # the gallery shows exactly the table's single drawing units (share >= 10 %), names the others
+    gallery = httpx.get(f"{app_server['base']}/api/models/{app_server['model']}/layers/layer4/dissection").json()["gallery"]
+    assert page.locator("#gallery-section").is_hidden() == (not gallery)
+    strong = sorted(c for c, e in gallery.items() if e["share"] >= 0.1)
+    assert sorted(page.locator(".gallery-item").evaluate_all("els => els.map(e => e.dataset.concept)")) == strong
+    for concept in (c for c, e in gallery.items() if e["share"] < 0.1):
+        assert concept in page.locator("#gallery-none").inner_text()
+    if strong:
+        page.wait_for_function("() => [...document.querySelectorAll('.gallery-item img')].every(i => i.naturalWidth > 0)")
     ious = [float(v) for v in page.locator("#rows tr td:nth-child(5)").all_inner_texts()]
     assert ious == sorted(ious, reverse=True)
     page.get_by_role("button", name="unit", exact=True).click()
