@@ -207,7 +207,7 @@ def learn_insertion(generator: torch.nn.Module, layer: str, segment: Callable[[t
         optimiser.step()
         with torch.no_grad():
             alpha.clamp_(0, 1)
-        parts.update(loss=float(loss.detach()), units=float((alpha > 0.05).sum()), l1=float(alpha.sum()))
+        parts.update(loss=float(loss.detach()), units=float((alpha > 0.05).sum()), l1=float(alpha.detach().sum()))
         history.append(parts)
         if progress is not None:
             progress("learn", step + 1, config.steps)

@@ -521,3 +521,4 @@ def test_classifier_description(client: TestClient) -> None:
     assert body["id"] == client.app.state.ganpaint.settings.classifier and len(body["classes"]) >= 2
     assert {layer["name"] for layer in body["layers"]} >= {"features.block3", "features.block4"}
     assert all(layer["units"] > 0 for layer in body["layers"])
+

@@ -38,7 +38,8 @@ def free_port() -> int:
 def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     port = free_port()
     env = {**os.environ, "GANPAINT_ZOO_DIR": str(tiny_zoo), "GANPAINT_DEFAULT_MODEL": "tiny",
-           "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("live")),
+           "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CLASSIFIER": "tiny/classifier",
+           "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("live")),
            "GANPAINT_DISSECT_SAMPLES": "40", "GANPAINT_CAUSAL_SAMPLES": "4", "GANPAINT_WS_MAX_BYTES": "65536",
            "OMP_NUM_THREADS": "1"}
     # output to a file, not a pipe: nobody reads a pipe while the tests run, and a full one blocks the server
@@ -108,6 +109,25 @@ def test_oversize_frame_closes_with_1009_and_server_survives(live_server: dict) 
 
     assert run_async(session()) == 1009
     assert httpx.get(f"{live_server['base']}/livez").status_code == 200
+
+
+def test_leaving_a_job_stream_is_quiet(live_server: dict) -> None:
+    """A page that leaves while its job runs is normal: no traceback in the server's log, and the
+    job carries on."""
+    base = live_server["base"]
+    job = httpx.post(f"{base}/api/featviz", json={"layer": "features.block4", "units": [5], "steps": 2048, "seed": 11}).json()
+
+    async def session() -> dict:
+        origin = f"http://127.0.0.1:{live_server['port']}"
+        async with websockets.connect(f"ws://127.0.0.1:{live_server['port']}/ws/jobs/{job['id']}", origin=origin) as ws:
+            return json.loads(await ws.recv())
+
+    assert run_async(session())["id"] == job["id"]
+    time.sleep(2.0)  # the job reports progress: the server tries to send to the closed socket
+    assert httpx.get(f"{base}/api/jobs/{job['id']}").json()["status"] in ("queued", "running", "done")
+    httpx.delete(f"{base}/api/jobs/{job['id']}")
+    log = live_server["log"].read_text()
+    assert "Exception in ASGI application" not in log and "WebSocketDisconnect" not in log, log[-2000:]
 
 
 def test_bad_origin_real_server(live_server: dict) -> None:
