@@ -1,6 +1,6 @@
 """Does painting work? Concept share of painted regions by context, removal shares, side effects.
 
-    python bench/paint_efficacy.py [--model world128] [--samples 200] [--first 50000] [--strength 0.5]
+    python bench/paint_efficacy.py [--model world64] [--samples 200] [--first 50000] [--strength 0.5]
 
 Everything is judged by the model's zoo segmenter on held-out sample ids (``first ..``; dissection
 uses 0..N-1, the causal ranking the ids right after, learned insertion 20000..), with the painter's
@@ -33,14 +33,14 @@ from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
 from models.samples import z_tensor
 from models.world.labels import LABEL_BY_NAME
-from models.zoo import companion_id, get_entry, load_model
+from models.zoo import DEFAULT_GENERATOR, companion_id, get_entry, load_model
 
 BRUSHES = ("tree", "grass", "dome", "door", "tower", "lamp", "window", "cloud", "building", "brick", "stone")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="world128")
+    parser.add_argument("--model", default=DEFAULT_GENERATOR, help="zoo generator (default: the app default)")
     parser.add_argument("--table", type=Path, help="layer directory (default: the model's shipped layer4 table)")
     parser.add_argument("--segmenter", help="default: the model's own zoo segmenter")
     parser.add_argument("--samples", type=int, default=200)
