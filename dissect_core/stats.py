@@ -313,16 +313,9 @@ class IoUTally:
             return
         flat = masks.reshape(pairs, -1)
         labels = label_maps.to(device).long().reshape(label_maps.shape[0], label_maps.shape[1], -1)
-        # one bincount over (pair, label) of every active pixel in every label channel
-        n, channels, hw = labels.shape
-        pair, pixel = flat.nonzero(as_tuple=True)
-        where = images[pair] * (channels * hw) + pixel
-        found = torch.cat([labels.reshape(-1).take(where + c * hw) for c in range(channels)])
-        per_pair = torch.bincount(pair.repeat(channels) * self.labels + found,
-                                  minlength=pairs * self.labels).view(pairs, self.labels)
+        per_pair, pixels = self._pair_label_counts(flat, images, labels)
         per_pair[:, 0] = 0
         self.intersection.index_add_(0, units, per_pair)
-        pixels = torch.bincount(pair, minlength=pairs)  # active pixels per pair (a bool sum would widen first)
         if self.denominator == "mask":
             carries = (per_pair.float() @ self._label_category) > 0
         else:
@@ -330,15 +323,24 @@ class IoUTally:
         self.unit_area.index_add_(0, units, pixels[:, None] * carries)
 
     def _intersections_sparse(self, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(n, units, labels) counts by one bincount over the active pixels only: for the sparse
-        masks of Network Dissection (top 0.5 %) far cheaper than the one-hot products."""
-        n, units, _ = masks.shape
-        image, unit, pixel = masks.nonzero(as_tuple=True)
-        counts = torch.zeros(n * units * self.labels, dtype=torch.int64, device=masks.device)
-        base = (image * units + unit) * self.labels
-        for channel in range(labels.shape[1]):
-            counts += torch.bincount(base + labels[image, channel, pixel], minlength=counts.numel())
-        return counts.view(n, units, self.labels).float()
+        """(n, units, labels) counts over the active pixels only (every (image, unit) map a pair):
+        for the sparse masks of Network Dissection (top 0.5 %) far cheaper than one-hot products."""
+        n, units, hw = masks.shape
+        images = torch.arange(n, device=masks.device).repeat_interleave(units)
+        return self._pair_label_counts(masks.reshape(n * units, hw), images, labels)[0].view(n, units, -1).float()
+
+    def _pair_label_counts(self, masks: torch.Tensor, images: torch.Tensor,
+                           labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each mask (P, HW) of image ``images[p]``: (P, labels) int64 counts of its active pixels
+        carrying each label over all channels of ``labels`` (n, channels, HW), by one bincount over
+        (pair, label); and (P,) its active pixels (counted from the same nonzero, not a widening sum)."""
+        pairs = masks.shape[0]
+        _, channels, hw = labels.shape
+        pair, pixel = masks.nonzero(as_tuple=True)
+        where = images[pair] * (channels * hw) + pixel
+        found = torch.cat([labels.reshape(-1).take(where + c * hw) for c in range(channels)])
+        counts = torch.bincount(pair.repeat(channels) * self.labels + found, minlength=pairs * self.labels)
+        return counts.view(pairs, self.labels), torch.bincount(pair, minlength=pairs)
 
     def merge(self, other: IoUTally) -> None:
         self.intersection += other.intersection
