@@ -22,10 +22,10 @@ ensure_env() {
             "$VENV/bin/python" -m pip install --quiet --upgrade pip
             if [ -n "${GANPAINT_TORCH:-}" ]; then
                 "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+                "$VENV/bin/python" -m pip install --quiet -e '.[test,real]'
             else
                 "$VENV/bin/python" -m pip install --quiet -c constraints.txt "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[test]'
+                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[test,real]'
             fi
         )
         touch "$stamp"

@@ -3,8 +3,9 @@
 A segmenter is any callable mapping images in [-1, 1] (N, 3, H, W) to label maps (N, C, H', W') of
 global label numbers (0 = no label), one channel per category, plus a description of its labels:
 ``labels[i] = (name, category)`` for label number ``i`` (``labels[0]`` is ``("-", "")``). Plug in
-your own (for real photographs, e.g. a UPerNet) by writing such a class; ``load_segmenter``
-imports ``"package.module:factory"`` specs given on the command line.
+your own by writing such a class; ``load_segmenter`` imports ``"package.module:factory"`` specs given
+on the command line, and ``hf:<model id or dir>`` loads a real-scene segmenter through ``transformers``
+(``dissect_core.hf_segmenter``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,14 @@ class WorldSegmenterAdapter:
 
 
 def load_segmenter(spec: str, device: str = "cpu", zoo_dir: object = None) -> Segmenter:
-    """A zoo id (``world64/segmenter``) or ``package.module:factory`` (called with ``device=``)."""
+    """A zoo id (``world64/segmenter``), ``hf:<model id or local dir>`` (a ``transformers`` semantic
+    segmentation model, local only) or ``package.module:factory`` (called with ``device=``)."""
+    if spec.startswith("hf:"):
+        from dissect_core.hf_segmenter import load_hf_segmenter
+
+        if not spec[3:].strip():
+            raise ValueError("segmenter 'hf:' needs a model id or a directory (hf:nvidia/segformer-b0-...)")
+        return load_hf_segmenter(spec[3:].strip(), device)
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:

@@ -1,4 +1,5 @@
-"""``ganpaint zoo list|export``: list zoo models; turn a finished training run into a zoo entry."""
+"""``ganpaint zoo list|export|fetch-segmenter``: list zoo models; turn a finished training run into a zoo entry;
+fetch a real-scene segmenter into the local Hugging Face cache (the one command that downloads)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ _SUMMARY = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "export"))
-    parser.add_argument("recipe", nargs="?", choices=tuple(_KINDS), help="for export: which run kind")
+    parser.add_argument("action", choices=("list", "export", "fetch-segmenter"))
+    parser.add_argument("recipe", nargs="?", metavar="RECIPE|MODEL_ID",
+                        help=f"for export: which run kind ({', '.join(_KINDS)}); for fetch-segmenter: a Hugging Face "
+                             "model id (e.g. nvidia/segformer-b4-finetuned-ade-512-512)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="fetch-segmenter only: Hugging Face cache to fill (default: HF_HOME's hub cache, "
+                             "the one hf:<id> reads)")
     parser.add_argument("--run-dir", type=Path, help="for export: the training run directory")
     parser.add_argument("--name", default="world64", help="zoo model name (default world64)")
     parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
@@ -47,6 +53,8 @@ def _training_seconds(run_dir: Path) -> float | None:
 def _export(args: argparse.Namespace) -> dict:
     if not args.recipe or not args.run_dir:
         raise CommandError("export needs RECIPE and --run-dir")
+    if args.recipe not in _KINDS:
+        raise CommandError(f"unknown recipe {args.recipe!r}; one of {', '.join(_KINDS)}")
     run_dir: Path = args.run_dir
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -127,15 +135,35 @@ def _export(args: argparse.Namespace) -> dict:
     return {"id": model_id, "weights": str(weights), "bytes": card["bytes"], "sha256": card["sha256"]}
 
 
+def _fetch_segmenter(args: argparse.Namespace) -> dict:
+    from dissect_core.hf_segmenter import BRUSH_CONCEPTS, fetch_segmenter, load_hf_segmenter
+
+    if not args.recipe:
+        raise CommandError("fetch-segmenter needs a model id, e.g. nvidia/segformer-b4-finetuned-ade-512-512")
+    try:
+        path = fetch_segmenter(args.recipe, str(args.cache_dir) if args.cache_dir else None)
+        segmenter = load_hf_segmenter(str(path))  # proves it loads offline, names its labels
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:  # network, unknown repository, disk
+        raise CommandError(f"could not fetch {args.recipe}: {str(exc).splitlines()[0]}") from exc
+    brushes = sorted({name for name, _ in segmenter.labels[1:]} & set(BRUSH_CONCEPTS.values()))
+    return {"id": args.recipe, "path": str(path), "use": f"--segmenter hf:{args.recipe}",
+            "labels": len(segmenter.labels) - 1, "brush_concepts": brushes}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         entries = list_zoo(args.zoo_dir)
         print(json.dumps([{"id": e.id, "kind": e.kind, "file": str(e.weights), "bytes": e.weights.stat().st_size
                            if e.weights.exists() else None} for e in entries.values()], indent=2))
         return 0
+    if args.action == "fetch-segmenter":
+        print(json.dumps(_fetch_segmenter(args)))
+        return 0
     print(json.dumps(_export(args)))
     return 0
 
 
-COMMAND = Command(name="zoo", help="list the model zoo, or export a training run into it",
+COMMAND = Command(name="zoo", help="list the model zoo, export a training run into it, or fetch a real-scene segmenter",
                   add_arguments=add_arguments, run=run)
