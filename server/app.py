@@ -45,7 +45,10 @@ class AppState:
                                settings.dissect_threshold)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items,
-                                          resolve_precision(settings.precision, self.device))
+                                          resolve_precision(settings.precision, self.device),
+                                          incremental=settings.incremental,
+                                          incremental_bytes=settings.incremental_cache_mb << 20,
+                                          incremental_max_fraction=settings.incremental_max_fraction)
         self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
         self.classifier: torch.nn.Module | None = None
         self.ready = False

@@ -26,6 +26,9 @@ class Metrics:
         self.queue_depth = Gauge("ganpaint_queue_depth", "Requests waiting for the inference executor", registry=r)
         self.batch_size = Histogram("ganpaint_batch_size", "Requests rendered per forward pass",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.render_work = Histogram("ganpaint_render_work_fraction",
+                                     "Share of the full suffix each render computed (incremental rendering)",
+                                     buckets=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0), registry=r)
         self.renders = Counter("ganpaint_renders_total", "Images rendered by the executor", registry=r)
         self.dropped = Counter("ganpaint_edits_dropped_total", "Requests dropped before rendering", ["reason"], registry=r)
         self.errors = Counter("ganpaint_render_errors_total", "Requests answered with an error", ["code"], registry=r)

@@ -28,6 +28,7 @@ from PIL import Image
 
 from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps, unit_values
 from dissect_core.nethook import private_copy
+from models import incremental
 from dissect_core.precision import resolve_precision
 from models.imaging import to_uint8
 from models.samples import z_tensor
@@ -128,11 +129,65 @@ class FeatureCache:
         return len(self._items)
 
 
+class PainterStates:
+    """Each painter's last rendered layer outputs (``SuffixCache``), for incremental rendering; least
+    recently used dropped beyond ``capacity`` bytes. Keyed by connection, tagged with what was rendered
+    (model, layer, sample or z) so a painter who switches sample starts over."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[tuple, incremental.SuffixCache]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, client: str, tag: tuple) -> incremental.SuffixCache | None:
+        with self._lock:
+            item = self._items.get(client)
+            if item is None or item[0] != tag:
+                return None
+            self._items.move_to_end(client)
+            return item[1]
+
+    def put(self, client: str, tag: tuple, cache: incremental.SuffixCache) -> None:
+        size = cache.nbytes
+        with self._lock:
+            self._pop(client)
+            if size > self.capacity:
+                return
+            self._items[client] = (tag, cache)
+            self._bytes += size
+            while self._bytes > self.capacity:
+                self._pop(next(iter(self._items)))
+
+    def drop(self, client: str) -> None:
+        with self._lock:
+            self._pop(client)
+
+    def _pop(self, client: str) -> None:
+        item = self._items.pop(client, None)
+        if item is not None:
+            self._bytes -= item[1].nbytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class InferenceExecutor:
     def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = DEFAULT_MAX_BATCH,
                  batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, incremental: bool = True, incremental_bytes: int = 1 << 30,
+                 incremental_max_fraction: float = 0.6) -> None:
         self.catalog = catalog
+        self.incremental = incremental and incremental_bytes > 0
+        self.incremental_max_fraction = incremental_max_fraction
+        self.painters = PainterStates(incremental_bytes)
+        self.work_fraction: list[float] = []
+        """Share of the full suffix each render did (1 = full, 0 = unchanged), last few thousand; tests and
+        metrics read it."""
         self.dtype = dtype
         """Precision of the layers after the edit layer (features and edits stay float32)."""
         self._render_copies: dict[str, torch.nn.Module] = {}
@@ -232,6 +287,7 @@ class InferenceExecutor:
         """Drop queued work of a client that went away."""
         with self._lock:
             request = self._latest.pop(client, None)
+        self.painters.drop(client)
         if request is not None:
             self.cancel(request)
 
@@ -323,9 +379,9 @@ class InferenceExecutor:
                 maps = [edit_maps(strokes, shape, features.device) for _, strokes in ready]
                 a = torch.stack([m[0] for m in maps])
                 b = torch.stack([m[1] for m in maps])
-                edited = apply_edit(features, a, b)
-                images = self._renderer(model).forward_from(layer, edited.to(self.dtype)).float()
-                pixels = to_uint8(images)
+                edited = apply_edit(features, a, b).to(self.dtype)
+                images = self._suffix(model, layer, [r for r, _ in ready], edited)
+                pixels = to_uint8(images.float())
         except Exception as exc:
             log.exception("render batch failed")
             for request, _ in ready:
@@ -353,6 +409,51 @@ class InferenceExecutor:
             self.metrics.latency.labels(stage="compute").observe(compute)
             request.state = "done"
             self._resolve(request, RenderResult(data, fmt, pixels.shape[2], pixels.shape[1], timings, len(ready)))
+
+    def _suffix(self, model: LoadedModel, layer: str, requests: list[RenderRequest],
+                edited: torch.Tensor) -> torch.Tensor:
+        """Images for the edited edit-layer activations: painters whose last render is cached and whose
+        change reaches little of the later layers are updated by windows (``models.incremental``); the
+        rest run the layers after the edit layer in one batch (kept for their next edit)."""
+        renderer = self._renderer(model)
+        if not (self.incremental and incremental.supports(renderer, layer)):
+            return renderer.forward_from(layer, edited)
+        images: list[torch.Tensor | None] = [None] * len(requests)
+        full: list[int] = []
+        for i, request in enumerate(requests):
+            tag = self._tag(model, layer, request)
+            cache = self.painters.get(request.client, tag) if request.client is not None else None
+            if cache is not None:
+                box = incremental.changed_box(cache.inputs, edited[i:i + 1])
+                fraction = 0.0 if box is None else incremental.window_fraction(renderer, layer, box)
+                if fraction <= self.incremental_max_fraction:
+                    cache, _ = incremental.render(renderer, cache, edited[i:i + 1])
+                    images[i] = cache.image[0]
+                    self._record(fraction)
+                    continue
+            full.append(i)
+        if full:
+            batch = incremental.full_suffix(renderer, layer, edited[full])
+            for j, i in enumerate(full):
+                images[i] = batch.image[j]
+                self._record(1.0)
+                client = requests[i].client
+                if client is not None:  # views into the batch: kept without a copy
+                    self.painters.put(client, self._tag(model, layer, requests[i]),
+                                      incremental.SuffixCache(layer, edited[i:i + 1].clone(),
+                                                              [o[j:j + 1] for o in batch.outputs]))
+        return torch.stack(images)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _tag(model: LoadedModel, layer: str, request: RenderRequest) -> tuple:
+        recipe = request.recipe
+        return (model.id, layer, recipe.sample if recipe.sample is not None else tuple(recipe.z or ()))
+
+    def _record(self, fraction: float) -> None:
+        self.metrics.render_work.observe(fraction)
+        self.work_fraction.append(fraction)
+        if len(self.work_fraction) > 4096:
+            del self.work_fraction[:2048]
 
     def _renderer(self, model: LoadedModel) -> torch.nn.Module:
         """The generator in the executor's precision (a converted copy, made once per model)."""

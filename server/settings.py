@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     level or two of float32; ``fp32`` for output identical to ``ganpaint render``."""
     deadline_s: float = Field(10.0, gt=0, le=600)
     feature_cache_items: int = Field(512, ge=0, le=1_000_000)
+    incremental: bool = True
+    """Render a painter's next edit by recomputing only the windows of later layers its change reaches
+    (``models.incremental``); same pixels as a full forward up to float rounding."""
+    incremental_cache_mb: int = Field(1024, ge=0, le=1_000_000)
+    """Memory for the per-painter layer outputs incremental rendering reuses (least recent dropped)."""
+    incremental_max_fraction: float = Field(0.6, gt=0, le=1)
+    """A change reaching more than this share of the suffix's work renders in full (batched)."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     ws_max_bytes: int = Field(1 << 20, ge=1024)
 

@@ -273,6 +273,7 @@ def test_token_mode_guards_job_streams_and_signs_browsers_in(tiny_zoo: Path, tmp
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe()}))
             assert json.loads(ws.receive_text())["type"] == "image"
         # a forged cookie is refused; logging out clears it
+        c.cookies.clear()  # (httpx2's jar would otherwise keep the real one beside the forged one)
         c.cookies.set(SESSION_COOKIE, "0" * 64)
         assert c.get("/api/models").status_code == 401
         c.cookies.clear()
