@@ -23,7 +23,7 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps  # noqa: E402
+from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps, unit_values  # noqa: E402
 from dissect_core.nethook import Trace  # noqa: E402
 from models.imaging import to_uint8  # noqa: E402
 from models.samples import z_tensor  # noqa: E402
@@ -32,9 +32,10 @@ from server.schemas import Recipe  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 
-def build(model_id: str, zoo_dir: Path | None) -> FastAPI:
-    settings = Settings(default_model=model_id, zoo_dir=zoo_dir)
-    catalog = Catalog(model_id, None, settings.cache_dir, settings.segmenter, torch.device("cpu"),
+def build(model_id: str, zoo_dir: Path | None, models_dir: Path | None = None) -> FastAPI:
+    settings = Settings(zoo_dir=zoo_dir)
+    catalog = Catalog(settings.default_model, models_dir, settings.cache_dir,
+                      None if models_dir else settings.segmenter, torch.device("cpu"),
                       settings.dissect_samples, settings.causal_samples, zoo_dir)
     model = catalog.get(model_id)
     catalog.ensure_table(model, model.edit_layer, background=False)
@@ -52,7 +53,12 @@ def build(model_id: str, zoo_dir: Path | None) -> FastAPI:
         channels = model.generator.layer_shape(layer)[0]
         strokes = []
         for spec in recipe.strokes:
-            units, values = brush_units(table.concept_ranking(spec.brush), table.q99, spec.strength, channels)
+            if spec.brush is not None:
+                units, values = brush_units(table.concept_ranking(spec.brush), table.q99, spec.strength, channels)
+            else:  # explicit units (a model without a table): the same q99 levels ganpaint falls back to
+                levels = table.q99 if table is not None else catalog.fallback_levels(model, layer).numpy()
+                units = tuple(spec.units or ())
+                values = unit_values(units, levels, spec.strength)
             strokes.append(Stroke(units, values, spec.action, spec.mask.to_tensor()))
         with lock, torch.inference_mode():
             a, b = edit_maps(strokes, model.generator.layer_shape(layer))
@@ -71,8 +77,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="world64")
     parser.add_argument("--zoo-dir", type=Path)
+    parser.add_argument("--models-dir", type=Path, help="operator checkpoints (--model is then one of their ids)")
     args = parser.parse_args()
-    uvicorn.run(build(args.model, args.zoo_dir), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(build(args.model, args.zoo_dir, args.models_dir), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """Edit round-trip latency over a real websocket, against a baseline that serves like the original.
 
     python bench/serve_latency.py [--painters 1 8 32] [--seconds 8] [--model world64]
+    python bench/serve_latency.py --model random256.pth --units 20 --stroke dab --compare-full
 
 Starts ``ganpaint serve`` on 127.0.0.1 (a free port) and, in the same run, a baseline server that
 does per edit what the original GANPaint server did: a full forward pass of the whole stroke stack
 under one lock, answered as JSON with a base64 JPEG over HTTP POST. Each painter sends its next
 edit as soon as the previous answer arrives (a stroke that grows), for a fixed time. Loopback only,
 bounded in time. Prints one JSON document: p50/p95/p99 round trip, edits/s and errors per setting.
+
+``--model`` is a zoo id or a generator checkpoint (e.g. a released-format 256 px file): that is served
+from an operator models directory, without a segmenter, so paint it with ``--units N`` (units 0..N-1).
+``--stroke grow`` (default) drags a square that grows each edit; ``--stroke dab`` adds a 2x2-cell dab
+of the edit layer per edit at the next of 16 places (a new stroke after the 16th), the case incremental
+rendering is for. ``--compare-full`` also serves with ``GANPAINT_INCREMENTAL=false`` in the same run.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from server.catalog import checkpoint_model_id  # noqa: E402
 from server.schemas import MaskSpec  # noqa: E402
 
 
@@ -76,17 +84,29 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise RuntimeError("server not ready in time")
 
 
-def recipe(model: str, size: int, sample: int, step: int, brush: str) -> dict:
-    """A stroke that grows with ``step`` (like a drag), on a sample."""
+DAB_PLACES = [(r, c) for r in (0, 2, 4, 6) for c in (0, 2, 4, 6)]
+"""Top-left cells of the 16 non-overlapping 2x2-cell dabs of an 8x8 edit layer, in painting order."""
+
+
+def recipe(model: str, size: int, sample: int, step: int, brush: str, stroke: str = "grow",
+           units: int = 0) -> dict:
+    """Edit ``step`` of one painter's stroke on a sample: a growing square (``grow``, like a drag) or
+    ``step % 16 + 1`` dabs of 2x2 edit cells (``dab``)."""
     mask = np.zeros((size, size), bool)
-    extent = 4 + (step * 3) % (size - 8)
-    mask[size // 4: size // 4 + extent, size // 4: size // 4 + extent] = True
+    if stroke == "dab":
+        cell = size // 8
+        for r, c in DAB_PLACES[: step % len(DAB_PLACES) + 1]:
+            mask[r * cell:(r + 2) * cell, c * cell:(c + 2) * cell] = True
+    else:
+        extent = 4 + (step * 3) % (size - 8)
+        mask[size // 4: size // 4 + extent, size // 4: size // 4 + extent] = True
+    paint = {"units": list(range(units))} if units else {"brush": brush}
     return {"v": 1, "model": model, "sample": sample,
-            "strokes": [{"brush": brush, "action": "add", "strength": 0.5, "mask": MaskSpec.from_array(mask).model_dump()}]}
+            "strokes": [{**paint, "action": "add", "strength": 0.5, "mask": MaskSpec.from_array(mask).model_dump()}]}
 
 
 async def ws_painter(url: str, origin: str, model: str, size: int, painter: int, stop: float, brush: str,
-                     latencies: list[float], errors: list[str],
+                     latencies: list[float], errors: list[str], stroke: str = "grow", units: int = 0,
                      sample: Callable[[int, int], int] = lambda painter, seq: 100 + painter,
                      preview: Callable[[int], bool] = lambda seq: False) -> None:
     """One painter: sends its next edit as soon as the previous answer arrives, until ``stop``."""
@@ -95,7 +115,8 @@ async def ws_painter(url: str, origin: str, model: str, size: int, painter: int,
         while time.monotonic() < stop:
             start = time.perf_counter()
             await ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq, "preview": preview(seq),
-                                      "recipe": recipe(model, size, sample(painter, seq), seq, brush)}))
+                                      "recipe": recipe(model, size, sample(painter, seq), seq, brush, stroke,
+                                                       units)}))
             header = json.loads(await ws.recv())
             if header["type"] == "error":
                 errors.append(header["code"])
@@ -106,12 +127,12 @@ async def ws_painter(url: str, origin: str, model: str, size: int, painter: int,
 
 
 async def http_painter(url: str, model: str, size: int, painter: int, stop: float, brush: str,
-                       latencies: list[float], errors: list[str]) -> None:
+                       latencies: list[float], errors: list[str], stroke: str = "grow", units: int = 0) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
         seq = 0
         while time.monotonic() < stop:
             start = time.perf_counter()
-            response = await client.post(url, json=recipe(model, size, 100 + painter, seq, brush))
+            response = await client.post(url, json=recipe(model, size, 100 + painter, seq, brush, stroke, units))
             if response.status_code == 200 and response.json()["d"].startswith("data:image/jpeg;base64,"):
                 latencies.append(time.perf_counter() - start)
             else:
@@ -131,35 +152,63 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--painters", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--model", default="world64")
+    parser.add_argument("--model", default="world64", help="zoo id or generator checkpoint file")
     parser.add_argument("--brush", default="tree")
+    parser.add_argument("--units", type=int, default=0, help="paint units 0..N-1 instead of a brush")
+    parser.add_argument("--stroke", choices=["grow", "dab"], default="grow")
+    parser.add_argument("--compare-full", action="store_true",
+                        help="also serve with incremental rendering off (same run)")
     parser.add_argument("--zoo-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="GANPAINT_PRECISION of the ganpaint server (the baseline is always float32)")
     args = parser.parse_args()
 
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "GANPAINT_DEFAULT_MODEL": args.model}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    model, extra = args.model, []
+    checkpoint = Path(args.model)
+    if checkpoint.is_file():  # an operator checkpoint: its own models directory, no segmenter
+        models_dir = Path(tempfile.mkdtemp(prefix="ganpaint-bench-models-"))
+        (models_dir / checkpoint.name).symlink_to(checkpoint.resolve())
+        model = checkpoint_model_id(checkpoint)
+        env.update(GANPAINT_MODELS_DIR=str(models_dir), GANPAINT_SEGMENTER="")
+        extra = ["--models-dir", str(models_dir)]
+    else:
+        env["GANPAINT_DEFAULT_MODEL"] = model
     if args.zoo_dir:
         env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
-    port, base_port = free_port(), free_port()
-    server = launch([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                    {**env, "GANPAINT_PRECISION": args.precision})
+    port, full_port, base_port = free_port(), free_port(), free_port()
+    serve = [sys.executable, "-m", "server.cli", "serve", "--log-level", "warning", "--port"]
+    server = launch(serve + [str(port)], {**env, "GANPAINT_PRECISION": args.precision})
+    servers = [server]
+    if args.compare_full:
+        servers.append(launch(serve + [str(full_port)],
+                              {**env, "GANPAINT_PRECISION": args.precision, "GANPAINT_INCREMENTAL": "false"}))
     baseline = launch([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
-                       "--model", args.model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []), env)
+                       "--model", model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []) + extra, env)
+    servers.append(baseline)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        if args.compare_full:
+            wait_ready(f"http://127.0.0.1:{full_port}/readyz", servers[1])
         wait_ready(f"http://127.0.0.1:{base_port}/ready", baseline)
-        size = httpx.get(f"http://127.0.0.1:{port}/api/models/{args.model}").json()["resolution"]
+        size = httpx.get(f"http://127.0.0.1:{port}/api/models/{model}").json()["resolution"]
         results: dict = {"ganpaint_ws": {}, "baseline_http_jpeg": {}}
+        setups = [("ganpaint_ws", port)] + ([("ganpaint_ws_full_suffix", full_port)] if args.compare_full else [])
+        if args.compare_full:
+            results["ganpaint_ws_full_suffix"] = {}
+
+        def ws_factory(p: int) -> Callable:
+            return lambda i, stop, lat, err: ws_painter(
+                f"ws://127.0.0.1:{p}/ws/paint", f"http://127.0.0.1:{p}", model, size, i, stop,
+                args.brush, lat, err, stroke=args.stroke, units=args.units)
+
         for n in args.painters:
-            for name, factory in (
-                ("ganpaint_ws", lambda i, stop, lat, err: ws_painter(
-                    f"ws://127.0.0.1:{port}/ws/paint", f"http://127.0.0.1:{port}", args.model, size, i, stop,
-                    args.brush, lat, err)),
+            for name, factory in [(name, ws_factory(p)) for name, p in setups] + [
                 ("baseline_http_jpeg", lambda i, stop, lat, err: http_painter(
-                    f"http://127.0.0.1:{base_port}/api/generate", args.model, size, i, stop, args.brush, lat, err)),
-            ):
+                    f"http://127.0.0.1:{base_port}/api/generate", model, size, i, stop, args.brush, lat, err,
+                    stroke=args.stroke, units=args.units)),
+            ]:
                 latencies: list[float] = []
                 errors: list[str] = []
 
@@ -173,12 +222,18 @@ def main() -> None:
         speedup = {n: round(results["ganpaint_ws"][n]["edits_per_second"]
                             / max(results["baseline_http_jpeg"][n]["edits_per_second"], 1e-9), 2)
                    for n in results["ganpaint_ws"]}
-        print(json.dumps({"benchmark": "serve_latency", "model": args.model, "image_size": size,
-                          "seconds_per_setting": args.seconds, "threads": args.threads,
-                          "precision": args.precision, "results": results,
-                          "throughput_ratio_vs_baseline": speedup}, indent=2))
+        report = {"benchmark": "serve_latency", "model": args.model, "image_size": size,
+                  "seconds_per_setting": args.seconds, "threads": args.threads, "precision": args.precision,
+                  "stroke": args.stroke, "paint": f"units 0..{args.units - 1}" if args.units else args.brush,
+                  "results": results, "throughput_ratio_vs_baseline": speedup}
+        if args.compare_full:
+            report["incremental_p50_vs_full_suffix"] = {
+                n: round(results["ganpaint_ws"][n]["p50_ms"] / results["ganpaint_ws_full_suffix"][n]["p50_ms"], 3)
+                for n in results["ganpaint_ws"]
+                if results["ganpaint_ws"][n]["p50_ms"] and results["ganpaint_ws_full_suffix"][n]["p50_ms"]}
+        print(json.dumps(report, indent=2))
     finally:
-        for proc in (server, baseline):
+        for proc in servers:
             stop(proc)
 
 

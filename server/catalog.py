@@ -30,10 +30,15 @@ from models.proggan import ProgressiveGenerator
 from models.world.labels import LABEL_BY_NAME
 from models.zoo import ZooError, get_entry
 
-__all__ = ["Catalog", "LoadedModel", "UnknownModel", "TableState"]
+__all__ = ["Catalog", "LoadedModel", "UnknownModel", "TableState", "checkpoint_model_id"]
 
 log = logging.getLogger(__name__)
 _STEM = re.compile(r"[^a-z0-9_-]+")
+
+
+def checkpoint_model_id(path: Path) -> str:
+    """The id a checkpoint in the operator's models directory is served under (its stem, lower-cased)."""
+    return _STEM.sub("-", path.stem.lower()).strip("-")[:64] or "model"
 
 
 class UnknownModel(LookupError):
@@ -99,7 +104,7 @@ class Catalog:
         if self.models_dir is not None and self.models_dir.is_dir():
             for path in sorted(self.models_dir.iterdir()):
                 if path.suffix in (".pth", ".pt", ".safetensors") and path.is_file():
-                    model_id = _STEM.sub("-", path.stem.lower()).strip("-")[:64] or "model"
+                    model_id = checkpoint_model_id(path)
                     found.setdefault(model_id, path)
         return found
 
