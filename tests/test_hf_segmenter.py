@@ -227,3 +227,35 @@ def test_fetch_segmenter_command(segformer_dir: Path, monkeypatch: pytest.Monkey
     assert out["brush_concepts"] == ["building", "door", "grass", "lamp", "road", "sky", "tower", "tree", "window"]
     assert hf.MISSING_EXTRA.startswith("hf: segmenters need")
     assert main(["zoo", "fetch-segmenter"]) == 2
+
+
+def test_mask2former_semantic_scores_follow_its_post_processing(tmp_path: Path) -> None:
+    """Mask-classification models load as universal segmentation; class x mask probabilities give the
+    labels transformers' own semantic post-processing gives."""
+    from PIL import Image
+
+    torch.manual_seed(2)
+    names = ["wall", "building;edifice", "sky", "tree"]
+    id2label = dict(enumerate(names))
+    swin = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=32, depths=[1, 1, 1, 1],
+                                   num_heads=[1, 1, 1, 1], window_size=2,
+                                   out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = transformers.Mask2FormerConfig(
+        backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
+        dim_feedforward=32, num_queries=5, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+        num_labels=len(names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    model.save_pretrained(tmp_path)
+    transformers.Mask2FormerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    segmenter = load_segmenter(f"hf:{tmp_path}")
+    assert segmenter.labels == [("-", ""), ("wall", "object"), ("building", "object"), ("sky", "object"),
+                                ("tree", "object")]
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path, local_files_only=True)
+    inputs = processor(images=[Image.fromarray(p) for p in pixels], return_tensors="pt")
+    with torch.no_grad():
+        reference = processor.post_process_semantic_segmentation(model(pixel_values=inputs["pixel_values"]),
+                                                                 target_sizes=[(32, 32)] * 2)
+    ours = segmenter(images)[:, 0]
+    assert torch.equal(ours, segmenter.class_to_label[torch.stack(reference)])
