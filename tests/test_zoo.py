@@ -36,6 +36,17 @@ def test_cards_describe_the_files(tiny_zoo: Path) -> None:
     assert len(gen.card["snapshots"]) == 2 and all((tiny_zoo / "tiny" / s).exists() for s in gen.card["snapshots"])
 
 
+def test_export_without_snapshots(tiny_zoo: Path, tmp_path: Path) -> None:
+    from server.cli import main
+
+    runs = tiny_zoo.parent / "runs"
+    assert main(["zoo", "export", "gan", "--run-dir", str(runs / "gan"), "--name", "lean", "--zoo-dir", str(tmp_path),
+                 "--no-snapshots"]) == 0
+    lean = get_entry("lean", tmp_path)
+    assert "snapshots" not in lean.card and not (tmp_path / "lean" / "snapshots").exists()
+    assert lean.card["sha256"] == get_entry("tiny", tiny_zoo).card["sha256"]  # the same generator
+
+
 def test_unknown_or_bad_ids(tiny_zoo: Path) -> None:
     with pytest.raises(ZooError, match="no zoo model 'nope'; known ids: tiny"):
         get_entry("nope", tiny_zoo)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                         help="storage precision of floating-point weights (default float16)")
+    parser.add_argument("--no-snapshots", action="store_true",
+                        help="gan only: leave the run's training snapshots out of the zoo (they feed `ganpaint "
+                             "dynamics`; each is as large as the generator)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="gan only: export the EMA generator of checkpoint.pt (run not finished)")
 
@@ -85,7 +88,7 @@ def _export(args: argparse.Namespace) -> dict:
         snap_out = out_dir / "snapshots"
         if snap_out.exists():
             shutil.rmtree(snap_out)
-        snapshots = sorted((run_dir / "snapshots").glob("*.safetensors"))
+        snapshots = [] if args.no_snapshots else sorted((run_dir / "snapshots").glob("*.safetensors"))
         if snapshots:
             snap_out.mkdir()
             for snap in snapshots:
