@@ -97,10 +97,13 @@ class HFSegmenter:
         scores = _semantic_scores(outputs)
         return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
+    chunk = 8
+    """Images per model call: class scores at 256 x 256 for 150 classes are 39 MB per image."""
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) label numbers (``labels`` index) at the input image's size."""
         with torch.no_grad():
-            classes = self.logits(images).argmax(1)
+            classes = torch.cat([self.logits(part).argmax(1) for part in images.split(self.chunk)])
         return self.class_to_label.to(classes.device)[classes][:, None]
 
     def concept_probability(self, images: torch.Tensor, number: int) -> torch.Tensor:
