@@ -1,0 +1,147 @@
+"""Make the README screenshots: the painter with a painted tree, a painted dome and a removed lamp,
+and the unit browser. Needs Chromium and Playwright (``apt-get install chromium``; ``pip install
+playwright``; never ``playwright install``).
+
+    python docs/screenshots/take.py [--model world128] [--samples 300]
+
+Picks, with the model's own segmenter, a sample that has a lamp, grass without trees and a building
+whose top edge meets the sky (the painting contexts of ``bench/paint_efficacy.py``), starts the
+server, paints those places in the browser like a user and saves ``painter.png`` and ``units.png``
+next to this file. Prints what it painted as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dissect_core.efficacy import painting_contexts  # noqa: E402
+from dissect_core.segmenters import load_segmenter  # noqa: E402
+from models.samples import z_tensor  # noqa: E402
+from models.world.labels import LABEL_BY_NAME  # noqa: E402
+from models.zoo import companion_id, load_model  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def pick_sample(model: str, samples: int) -> dict:
+    """The sample with the most lamp pixels among those with a ground and a building-top window."""
+    generator = load_model(model)
+    segmenter = load_segmenter(companion_id(model, "segmenter"))
+    names = {name: label.number for name, label in LABEL_BY_NAME.items()}
+    grid = generator.layer_shape("layer4")[1]
+    best = None
+    with torch.no_grad():
+        for start in range(0, samples, 32):
+            ids = list(range(start, min(samples, start + 32)))
+            labels = segmenter(generator(z_tensor(ids, generator.z_dim)).clamp(-1, 1))[:, 0].numpy()
+            for i, objects in zip(ids, labels):
+                tree = painting_contexts(objects, grid, names["tree"], names)["ground"]
+                dome = painting_contexts(objects, grid, names["dome"], names)["building_top"]
+                lamp = np.argwhere(objects == names["lamp"])
+                if not tree or not dome or len(lamp) < 20:
+                    continue
+                score = len(lamp)
+                if best is None or score > best["lamp_pixels"]:
+                    best = {"sample": i, "tree": tree[len(tree) // 2], "dome": dome[len(dome) // 2],
+                            "lamp_box": [int(v) for v in (*lamp.min(0), *lamp.max(0))], "lamp_pixels": int(score),
+                            "label_size": int(objects.shape[-1]), "grid": grid,
+                            "cell_px": generator.resolution // grid}
+    if best is None:
+        raise SystemExit(f"no sample in 0..{samples - 1} has a lamp, open ground and a building top")
+    return best
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="world128")
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    chosen = pick_sample(args.model, args.samples)
+    port = free_port()
+    env = {**os.environ, "GANPAINT_DEFAULT_MODEL": args.model,
+           "GANPAINT_CACHE_DIR": tempfile.mkdtemp(prefix="ganpaint-shots-")}
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level",
+                               "warning"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+            page.goto(f"{base}/?model={args.model}&sample={chosen['sample']}")
+            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            time.sleep(2)
+            box = page.locator("#overlay").bounding_box()
+            grid = chosen["grid"]
+
+            def at(fy: float, fx: float) -> tuple[float, float]:
+                return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+            def stroke(points: list[tuple[float, float]]) -> None:
+                page.mouse.move(*at(*points[0]))
+                page.mouse.down()
+                for point in points[1:]:
+                    page.mouse.move(*at(*point), steps=8)
+                page.mouse.up()
+                time.sleep(2.5)
+
+            page.locator("#brush-size").fill(str(min(40, chosen["cell_px"])))  # one edit cell wide
+            for concept, (y, x) in (("tree", chosen["tree"]), ("dome", chosen["dome"])):
+                page.get_by_role("button", name=f"brush {concept}").click()
+                page.get_by_role("button", name="draw (B)").click()
+                cy, cx = (y + 1) / grid, (x + 1) / grid  # centre of the 2x2-cell window
+                d = 0.5 / grid
+                stroke([(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d), (cy, cx)])
+            y0, x0, y1, x1 = (v / chosen["label_size"] for v in chosen["lamp_box"])
+            page.get_by_role("button", name="brush lamp").click()
+            page.get_by_role("button", name="remove (R)").click()
+            page.locator("#strength").fill("100")
+            pad = 1 / grid
+            stroke([(max(0.01, y0 - pad), max(0.01, x0 - pad)), (min(0.99, y1 + pad), min(0.99, x1 + pad))])
+            page.screenshot(path=str(args.out / "painter.png"))
+            page.goto(f"{base}/units")
+            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            time.sleep(3)
+            page.screenshot(path=str(args.out / "units.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(20)
+    print(json.dumps({"model": args.model, **chosen}))
+
+
+if __name__ == "__main__":
+    main()
