@@ -53,7 +53,9 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
     port = free_port()
     env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2",
            **(extra or {})}
-    if not world:
+    if world:  # the small zoo model keeps the browser tests quick whatever the app's default is
+        env.update(GANPAINT_DEFAULT_MODEL="world64")
+    else:
         env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
                    GANPAINT_CLASSIFIER="tiny/classifier",
                    GANPAINT_DISSECT_SAMPLES="40", GANPAINT_CAUSAL_SAMPLES="4")
