@@ -130,7 +130,10 @@ def main() -> None:
             page.get_by_role("button", name="remove (R)").click()
             page.locator("#strength").fill("100")
             pad = 1 / grid
-            stroke([(max(0.01, y0 - pad), max(0.01, x0 - pad)), (min(0.99, y1 + pad), min(0.99, x1 + pad))])
+            top, bottom = max(0.01, y0 - pad), min(0.99, y1 + pad)
+            left, right = max(0.01, x0 - pad), min(0.99, x1 + pad)
+            rows = np.arange(top, bottom + 1e-9, 0.5 / grid)  # a zigzag that covers the lamp's box
+            stroke([(y, right if i % 2 else left) for i, y in enumerate(rows)] + [(bottom, right)])
             page.screenshot(path=str(args.out / "painter.png"))
             page.goto(f"{base}/units")
             page.wait_for_selector("body[data-ready=true]", timeout=60_000)
