@@ -259,3 +259,11 @@ def test_mask2former_semantic_scores_follow_its_post_processing(tmp_path: Path) 
                                                                  target_sizes=[(32, 32)] * 2)
     ours = segmenter(images)[:, 0]
     assert torch.equal(ours, segmenter.class_to_label[torch.stack(reference)])
+
+
+def test_without_the_extra_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if ganpaint[real] were not installed
+    with pytest.raises(ValueError, match=r"pip install 'ganpaint\[real\]'"):
+        load_segmenter(f"hf:{tmp_path}")
