@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from models.proggan import NormConvBlock, NormUpscaleConvBlock, OutputConvBlock, ProgressiveGenerator
 
-__all__ = ["Box", "SuffixCache", "full_suffix", "render", "changed_box", "window_fraction", "supports"]
+__all__ = ["Box", "SuffixCache", "full_suffix", "render", "update", "changed_box", "window_fraction", "supports"]
 
 Span = tuple[int, int]
 """Half-open range of rows or columns."""
@@ -164,6 +164,12 @@ def render(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Te
     fraction = window_fraction(generator, cache.layer, box)
     if fraction > max_fraction:
         return full_suffix(generator, cache.layer, inputs), 1.0
+    return update(generator, cache, inputs, box), fraction
+
+
+def update(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Tensor, box: Box) -> SuffixCache:
+    """Recompute, in place, the windows of every later layer that a change of the edit-layer input
+    confined to ``box`` (``changed_box(cache.inputs, inputs)``) reaches; returns ``cache``."""
     size = inputs.shape[-1]
     x = inputs
     for i, block in enumerate(_blocks(generator, cache.layer)):
@@ -173,4 +179,4 @@ def render(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Te
         target[:, :, box.rows[0]:box.rows[1], box.cols[0]:box.cols[1]] = window
         x = target
     cache.inputs = inputs
-    return cache, fraction
+    return cache

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +28,8 @@ from PIL import Image
 
 from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps, unit_values
 from dissect_core.nethook import private_copy
-from models import incremental
 from dissect_core.precision import resolve_precision
+from models import incremental
 from models.imaging import to_uint8
 from models.samples import z_tensor
 from server.catalog import Catalog, LoadedModel
@@ -185,9 +185,8 @@ class InferenceExecutor:
         self.incremental = incremental and incremental_bytes > 0
         self.incremental_max_fraction = incremental_max_fraction
         self.painters = PainterStates(incremental_bytes)
-        self.work_fraction: list[float] = []
-        """Share of the full suffix each render did (1 = full, 0 = unchanged), last few thousand; tests and
-        metrics read it."""
+        self.work_fraction: deque[float] = deque(maxlen=4096)
+        """Share of the full suffix each of the last renders did (1 = full, 0 = unchanged); tests read it."""
         self.dtype = dtype
         """Precision of the layers after the edit layer (features and edits stay float32)."""
         self._render_copies: dict[str, torch.nn.Module] = {}
@@ -420,14 +419,15 @@ class InferenceExecutor:
             return renderer.forward_from(layer, edited)
         images: list[torch.Tensor | None] = [None] * len(requests)
         full: list[int] = []
+        tags = [self._tag(model, layer, request) for request in requests]
         for i, request in enumerate(requests):
-            tag = self._tag(model, layer, request)
-            cache = self.painters.get(request.client, tag) if request.client is not None else None
+            cache = self.painters.get(request.client, tags[i]) if request.client is not None else None
             if cache is not None:
                 box = incremental.changed_box(cache.inputs, edited[i:i + 1])
                 fraction = 0.0 if box is None else incremental.window_fraction(renderer, layer, box)
                 if fraction <= self.incremental_max_fraction:
-                    cache, _ = incremental.render(renderer, cache, edited[i:i + 1])
+                    if box is not None:
+                        incremental.update(renderer, cache, edited[i:i + 1], box)
                     images[i] = cache.image[0]
                     self._record(fraction)
                     continue
@@ -439,7 +439,7 @@ class InferenceExecutor:
                 self._record(1.0)
                 client = requests[i].client
                 if client is not None:  # views into the batch: kept without a copy
-                    self.painters.put(client, self._tag(model, layer, requests[i]),
+                    self.painters.put(client, tags[i],
                                       incremental.SuffixCache(layer, edited[i:i + 1].clone(),
                                                               [o[j:j + 1] for o in batch.outputs]))
         return torch.stack(images)  # type: ignore[arg-type]
@@ -452,8 +452,6 @@ class InferenceExecutor:
     def _record(self, fraction: float) -> None:
         self.metrics.render_work.observe(fraction)
         self.work_fraction.append(fraction)
-        if len(self.work_fraction) > 4096:
-            del self.work_fraction[:2048]
 
     def _renderer(self, model: LoadedModel) -> torch.nn.Module:
         """The generator in the executor's precision (a converted copy, made once per model)."""

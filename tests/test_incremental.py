@@ -151,7 +151,7 @@ def test_websocket_painter_gets_windowed_renders_equal_to_full(tiny_zoo: Path, t
                 ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": seq, "recipe": body}))
                 assert json.loads(ws.receive_text())["type"] == "image"
                 images.append((body, ws.receive_bytes()))
-            fractions = executor.work_fraction[-2:]
+            fractions = list(executor.work_fraction)[-2:]
             assert len(executor.painters) == 1
         assert fractions[0] == 1.0 and 0 < fractions[1] < 0.9  # the second stroke was windowed
         for body, data in images:
