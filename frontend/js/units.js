@@ -1,5 +1,6 @@
 // The unit browser: a layer's dissection table, sortable and filterable, with top images per unit.
 import * as api from "./api.js";
+import { createMaskCanvas, encodeMask } from "./mask.js";
 import { saveCustomBrush } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
@@ -87,14 +88,11 @@ function renderRows() {
 
 // "unit N draws trees": before / after pictures of each concept's strongest single drawing unit
 function gridMask(grid, cellY, cellX, size = 2) {
-  const bits = new Uint8Array(Math.ceil((grid * grid) / 8));
-  for (let y = cellY; y < cellY + size; y++) {
-    for (let x = cellX; x < cellX + size; x++) {
-      const i = y * grid + x;
-      bits[i >> 3] |= 0x80 >> (i & 7);
-    }
-  }
-  return { width: grid, height: grid, data: btoa(String.fromCharCode(...bits)) };
+  const canvas = createMaskCanvas(grid);  // one mask pixel per layer cell, encoded as strokes are
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(cellX, cellY, size, size);
+  return encodeMask(canvas);
 }
 
 const GALLERY_MIN_SHARE = 0.1;
