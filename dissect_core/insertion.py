@@ -259,14 +259,16 @@ def best_single_unit(generator: torch.nn.Module, layer: str, segment: Callable[[
         return None
     rows = torch.tensor([w[0] for w in windows], device=device)
     mask = _region_mask(windows, (gh, gw), region, device)
+    inside = mask[:, 0] > 0
+    up = None
     best: GalleryEntry | None = None
     for unit in candidates:
         edited = x[rows].clone()
-        inside = mask[:, 0] > 0
         channel = edited[:, unit]
         channel[inside] = float(levels[unit]) * gain
         out = segment(generator.forward_from(layer, edited).clamp(-1, 1))
-        up = F.interpolate(mask, size=out.shape[-2:], mode="nearest")[:, 0] > 0
+        if up is None:  # the painted windows at the label maps' size (the same for every unit)
+            up = F.interpolate(mask, size=out.shape[-2:], mode="nearest")[:, 0] > 0
         shares = torch.stack([(out[k][up[k]] == concept).float().mean() for k in range(len(windows))])
         mean = float(shares.mean())
         if best is None or mean > best.share:

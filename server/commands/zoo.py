@@ -100,8 +100,6 @@ def _export(args: argparse.Namespace) -> dict:
                         "edit_layer": "layer4", "parameters": sum(v.numel() for v in state.values())}
         file_name = "generator.safetensors"
         model_id = args.name
-        data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
-                "size": config["resolution"]}
     else:
         source = run_dir / "model.safetensors"
         if not source.exists():
@@ -114,9 +112,9 @@ def _export(args: argparse.Namespace) -> dict:
             architecture["cam_target_layer"] = "features.block4"
         file_name = f"{kind}.safetensors"
         model_id = f"{args.name}/{kind}"
-        data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
-                "size": config["resolution"]}
 
+    data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
+            "size": config["resolution"]}
     stored = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     weights = save_weights(stored, out_dir / file_name)
     command = f"ganpaint train {args.recipe} --run-dir {run_dir.name}"
