@@ -177,38 +177,34 @@ def main() -> None:
         env["GANPAINT_DEFAULT_MODEL"] = model
     if args.zoo_dir:
         env["GANPAINT_ZOO_DIR"] = str(args.zoo_dir)
-    port, full_port, base_port = free_port(), free_port(), free_port()
-    serve = [sys.executable, "-m", "server.cli", "serve", "--log-level", "warning", "--port"]
-    server = launch(serve + [str(port)], {**env, "GANPAINT_PRECISION": args.precision})
-    servers = [server]
+    variants = {"ganpaint_ws": {}}  # name -> extra environment of a ganpaint server
     if args.compare_full:
-        servers.append(launch(serve + [str(full_port)],
-                              {**env, "GANPAINT_PRECISION": args.precision, "GANPAINT_INCREMENTAL": "false"}))
+        variants["ganpaint_ws_full_suffix"] = {"GANPAINT_INCREMENTAL": "false"}
+    ports = {name: free_port() for name in variants}
+    base_port = free_port()
+    serve = [sys.executable, "-m", "server.cli", "serve", "--log-level", "warning", "--port"]
+    servers = {name: launch(serve + [str(ports[name])], {**env, "GANPAINT_PRECISION": args.precision, **extra_env})
+               for name, extra_env in variants.items()}
     baseline = launch([sys.executable, str(ROOT / "bench" / "baseline_server.py"), "--port", str(base_port),
                        "--model", model] + (["--zoo-dir", str(args.zoo_dir)] if args.zoo_dir else []) + extra, env)
-    servers.append(baseline)
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
-        if args.compare_full:
-            wait_ready(f"http://127.0.0.1:{full_port}/readyz", servers[1])
+        for name, proc in servers.items():
+            wait_ready(f"http://127.0.0.1:{ports[name]}/readyz", proc)
         wait_ready(f"http://127.0.0.1:{base_port}/ready", baseline)
-        size = httpx.get(f"http://127.0.0.1:{port}/api/models/{model}").json()["resolution"]
-        results: dict = {"ganpaint_ws": {}, "baseline_http_jpeg": {}}
-        setups = [("ganpaint_ws", port)] + ([("ganpaint_ws_full_suffix", full_port)] if args.compare_full else [])
-        if args.compare_full:
-            results["ganpaint_ws_full_suffix"] = {}
+        size = httpx.get(f"http://127.0.0.1:{ports['ganpaint_ws']}/api/models/{model}").json()["resolution"]
 
         def ws_factory(p: int) -> Callable:
             return lambda i, stop, lat, err: ws_painter(
                 f"ws://127.0.0.1:{p}/ws/paint", f"http://127.0.0.1:{p}", model, size, i, stop,
                 args.brush, lat, err, stroke=args.stroke, units=args.units)
 
+        factories = {name: ws_factory(ports[name]) for name in servers}
+        factories["baseline_http_jpeg"] = lambda i, stop, lat, err: http_painter(
+            f"http://127.0.0.1:{base_port}/api/generate", model, size, i, stop, args.brush, lat, err,
+            stroke=args.stroke, units=args.units)
+        results: dict = {name: {} for name in factories}
         for n in args.painters:
-            for name, factory in [(name, ws_factory(p)) for name, p in setups] + [
-                ("baseline_http_jpeg", lambda i, stop, lat, err: http_painter(
-                    f"http://127.0.0.1:{base_port}/api/generate", model, size, i, stop, args.brush, lat, err,
-                    stroke=args.stroke, units=args.units)),
-            ]:
+            for name, factory in factories.items():
                 latencies: list[float] = []
                 errors: list[str] = []
 
@@ -233,7 +229,7 @@ def main() -> None:
                 if results["ganpaint_ws"][n]["p50_ms"] and results["ganpaint_ws_full_suffix"][n]["p50_ms"]}
         print(json.dumps(report, indent=2))
     finally:
-        for proc in servers:
+        for proc in [*servers.values(), baseline]:
             stop(proc)
 
 
