@@ -159,9 +159,9 @@ def test_paint_undo_redo(page, app_server: dict) -> None:  # noqa: ANN001
 def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
     open_painter(page, app_server)
     start = int(page.locator("#brush-size").input_value())
-    cell = app_server["resolution"] / int(page.evaluate(
-        "() => document.getElementById('grid-hint').textContent.match(/(\\d+)×/)[1]"))
-    assert start == round(2 * cell)  # the default brush covers about 2x2 edit cells
+    resolution = app_server["resolution"]
+    grid = int(page.evaluate("() => document.getElementById('grid-hint').textContent.match(/(\\d+)×/)[1]"))
+    assert start == round(2 * resolution / grid)  # the default brush covers about 2x2 edit cells
     page.locator("body").click(position={"x": 5, "y": 5})
     for _ in range(3):
         page.keyboard.press("]")
@@ -170,8 +170,6 @@ def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
     size = start + 2
     assert int(page.locator("#brush-size").input_value()) == size
     # the size in generated-image pixels, as a share of the width and in edit-layer cells
-    resolution = app_server["resolution"]
-    grid = int(page.evaluate("() => document.getElementById('grid-hint').textContent.match(/(\\d+)×/)[1]"))
     cells = size / (resolution / grid)
     assert page.locator("#brush-size-value").inner_text() == (
         f"{size} px · {round(100 * size / resolution)}% of width · {int(cells * 10 + 0.5) / 10:.1f} cells")
