@@ -1,13 +1,13 @@
-"""Make the README screenshots: the painter with a painted tree, a painted dome and a removed lamp,
-and the unit browser. Needs Chromium and Playwright (``apt-get install chromium``; ``pip install
+"""Make the README screenshots: the painter with concepts drawn where they fit (default a tree on open
+ground and a dome on a building top) and a removed lamp, and the unit browser. Needs Chromium and Playwright (``apt-get install chromium``; ``pip install
 playwright``; never ``playwright install``).
 
-    python docs/screenshots/take.py [--model world128] [--samples 300]
+    python docs/screenshots/take.py [--model world128] [--samples 300] [--draw tree:ground dome:building_top]
 
-Picks, with the model's own segmenter, a sample that has a lamp, grass without trees and a building
-whose top edge meets the sky (the painting contexts of ``bench/paint_efficacy.py``), starts the
-server, paints those places in the browser like a user and saves ``painter.png`` and ``units.png``
-next to this file. Prints what it painted as JSON.
+Picks, with the model's own segmenter, a sample that has a lamp and a window of every ``--draw``
+context (the painting contexts of ``bench/paint_efficacy.py``: ground, sky, building_top, wall),
+starts the server, paints those places in the browser like a user and saves ``painter.png`` and
+``units.png`` next to this file. Prints what it painted as JSON.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def pick_sample(model: str, samples: int) -> dict:
-    """The sample with the most lamp pixels among those with a ground and a building-top window."""
+def pick_sample(model: str, samples: int, draws: list[tuple[str, str]]) -> dict:
+    """The sample with the most lamp pixels among those with a free window for every (concept, context)."""
     generator = load_model(model)
     segmenter = load_segmenter(companion_id(model, "segmenter"))
     names = {name: label.number for name, label in LABEL_BY_NAME.items()}
@@ -51,19 +51,19 @@ def pick_sample(model: str, samples: int) -> dict:
             ids = list(range(start, min(samples, start + 32)))
             labels = segmenter(generator(z_tensor(ids, generator.z_dim)).clamp(-1, 1))[:, 0].numpy()
             for i, objects in zip(ids, labels):
-                tree = painting_contexts(objects, grid, names["tree"], names)["ground"]
-                dome = painting_contexts(objects, grid, names["dome"], names)["building_top"]
+                windows = [painting_contexts(objects, grid, names[concept], names)[context]
+                           for concept, context in draws]
                 lamp = np.argwhere(objects == names["lamp"])
-                if not tree or not dome or len(lamp) < 20:
+                if not all(windows) or len(lamp) < 20:
                     continue
-                score = len(lamp)
-                if best is None or score > best["lamp_pixels"]:
-                    best = {"sample": i, "tree": tree[len(tree) // 2], "dome": dome[len(dome) // 2],
-                            "lamp_box": [int(v) for v in (*lamp.min(0), *lamp.max(0))], "lamp_pixels": int(score),
+                if best is None or len(lamp) > best["lamp_pixels"]:
+                    best = {"sample": i, "draw": [[concept, context, list(w[len(w) // 2])]
+                                                  for (concept, context), w in zip(draws, windows)],
+                            "lamp_box": [int(v) for v in (*lamp.min(0), *lamp.max(0))], "lamp_pixels": len(lamp),
                             "label_size": int(objects.shape[-1]), "grid": grid,
                             "cell_px": generator.resolution // grid}
     if best is None:
-        raise SystemExit(f"no sample in 0..{samples - 1} has a lamp, open ground and a building top")
+        raise SystemExit(f"no sample in 0..{samples - 1} has a lamp and windows for {draws}")
     return best
 
 
@@ -80,10 +80,13 @@ def main() -> None:
     parser.add_argument("--model", default="world128")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--draw", nargs="+", default=["tree:ground", "dome:building_top"],
+                        help="CONCEPT:CONTEXT pairs to draw (contexts: ground, sky, building_top, wall)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    chosen = pick_sample(args.model, args.samples)
+    draws = [tuple(item.split(":", 1)) for item in args.draw]
+    chosen = pick_sample(args.model, args.samples, draws)
     port = free_port()
     env = {**os.environ, "GANPAINT_DEFAULT_MODEL": args.model,
            "GANPAINT_CACHE_DIR": tempfile.mkdtemp(prefix="ganpaint-shots-")}
@@ -119,7 +122,7 @@ def main() -> None:
                 time.sleep(2.5)
 
             page.locator("#brush-size").fill(str(min(40, chosen["cell_px"])))  # one edit cell wide
-            for concept, (y, x) in (("tree", chosen["tree"]), ("dome", chosen["dome"])):
+            for concept, _, (y, x) in chosen["draw"]:
                 page.get_by_role("button", name=f"brush {concept}").click()
                 page.get_by_role("button", name="draw (B)").click()
                 cy, cx = (y + 1) / grid, (x + 1) / grid  # centre of the 2x2-cell window
