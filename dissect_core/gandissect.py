@@ -105,6 +105,9 @@ class LayerTable:
     insertion_alpha: np.ndarray | None = None
     """(labels, units) learned per-unit insertion weights (``dissect_core.insertion``); a row of
     zeros means none were learned for that label."""
+    insertion_value: np.ndarray | None = None
+    """(labels, units) the learned insertion vectors the weights write (absent in tables learned
+    before vectors were: those write the concept's mean feature)."""
 
     def concept_feature(self, concept: str) -> np.ndarray | None:
         """The concept's insertion vector, or None when the table has none for it."""
@@ -113,8 +116,15 @@ class LayerTable:
         number = self.label_number(concept)
         return self.concept_features[number] if self.concept_cells[number] > 0 else None
 
+    def insertion_vector(self, concept: str) -> np.ndarray | None:
+        """What a learned brush writes: the learned vector when the table has one, else the mean feature."""
+        number = self.label_number(concept)
+        if self.insertion_value is not None and self.insertion_value[number].any():
+            return self.insertion_value[number]
+        return self.concept_feature(concept)
+
     def insertion(self, concept: str) -> str:
-        """How a brush adds this concept: ``learned`` (learned per-unit weights at its mean feature),
+        """How a brush adds this concept: ``learned`` (learned per-unit weights at its learned vector),
         ``feature`` (its mean feature on every unit) or ``units`` (ranked units at their q99 level)."""
         if self.concept_feature(concept) is None:
             return "units"

@@ -13,7 +13,8 @@ sub-cell switches the cell on) or mean-pooled (soft) to the layer grid.
 
 Strength ``s`` in [0, 1] sets both how many of a brush's ranked units take part,
 ``max(1, round(s * max_fraction * units))``, and the inserted value, ``level * (0.5 + s)``; the
-default 0.5 uses 8 % of the layer's units at their q99 level.
+default 0.5 uses an eighth of the layer's units at their q99 level (removing a world128 brush's
+top 64 of 512 units takes away 51 % of tree pixels, its top 41 only 43 %).
 
 A brush whose table knows the concept's mean feature (``concept_insertion``) adds differently: it
 writes that whole feature vector (ACE's insertion vector: the mean layer feature where the concept
@@ -21,6 +22,11 @@ covers a cell) on every unit, with opacity ``alpha = 0.5 + s / 2``. Switching on
 not enough for structured objects: the units that draw the surroundings (sky above a building)
 must be turned down too; on world64 layer4 a dome appears on 2 % of building tops with the top
 8 % of units at q99, on 67 % with the mean feature (``bench/paint_efficacy.py``).
+
+A brush learned by ``ganpaint brushes`` (``dissect_core.insertion``: per-unit weights and an
+insertion vector, ``LayerTable.insertion_vector``) writes its units at that vector with opacity
+``min(1, weight * (0.5 + s))``; on world128 it draws domes on 79 % of building tops where the mean
+feature draws 3 %, and trees on open ground more than in open sky.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion", "learned_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
 
 Action = Literal["add", "remove", "erase"]
-MAX_UNIT_FRACTION = 0.16
+MAX_UNIT_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,9 @@ def brush_edit(table: LayerTable, concept: str, action: Action, strength: float)
         mode = table.insertion(concept)
         if mode == "learned":
             number = table.label_number(concept)
-            assert table.insertion_alpha is not None and table.concept_features is not None
-            units, values, weights = learned_insertion(table.insertion_alpha[number], table.concept_features[number], strength)
+            assert table.insertion_alpha is not None
+            units, values, weights = learned_insertion(table.insertion_alpha[number], table.insertion_vector(concept),  # type: ignore[arg-type]
+                                                       strength)
             return BrushEdit(units, values, 1.0, weights)
         if mode == "feature":
             units, values, alpha = concept_insertion(table.concept_feature(concept), strength)  # type: ignore[arg-type]

@@ -30,6 +30,10 @@ __all__ = ["TABLE_VERSION", "TableError", "save_table", "load_table", "cache_key
 
 TABLE_VERSION = 2
 """2: IQR-mode units are labelled by their IQR-chosen label (``iqr_label``); older tables are rebuilt."""
+
+OPTIONAL_ARRAYS = ("iqr", "iqr_label", "concept_features", "concept_cells", "insertion_alpha", "insertion_value")
+"""Arrays a table may lack (older tables, netdissect mode, brushes not learned)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -82,8 +86,7 @@ def save_table(table: LayerTable, directory: str | os.PathLike[str], provenance:
         document["causal"] = table.causal
         document["causal_effect"] = table.causal_effect
         (staging / "table.json").write_text(json.dumps(document))
-        extra = {name: getattr(table, name) for name in ("iqr", "iqr_label", "concept_features", "concept_cells", "insertion_alpha")
-                 if getattr(table, name) is not None}
+        extra = {name: getattr(table, name) for name in OPTIONAL_ARRAYS if getattr(table, name) is not None}
         np.savez(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
                  top_images=table.top_images, top_scores=table.top_scores, **extra)
         backup = None
@@ -108,7 +111,7 @@ def load_table(directory: str | os.PathLike[str]) -> LayerTable:
             raise TableError(f"{directory}: table version {document.get('version')}, expected {TABLE_VERSION}")
         with np.load(directory / "arrays.npz") as arrays:
             data = {k: arrays[k] for k in ("iou", "level", "q99", "top_images", "top_scores")}
-            for name in ("iqr", "iqr_label", "concept_features", "concept_cells", "insertion_alpha"):  # absent in older tables
+            for name in OPTIONAL_ARRAYS:  # absent in older tables
                 data[name] = arrays[name] if name in arrays.files else None
         table = LayerTable(
             layer=document["layer"], shape=tuple(document["shape"]), labels=[tuple(x) for x in document["labels"]],

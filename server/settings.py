@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    default_model: str = "world64"
+    default_model: str = "world128"
     zoo_dir: Path | None = None
     """Where zoo models live (default: the zoo shipped in the package)."""
     models_dir: Path | None = None

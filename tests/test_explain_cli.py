@@ -126,5 +126,17 @@ def test_brushes_command_learns_weights_and_a_gallery(tmp_path: Path, capsys: py
         assert edit.weights and all(0 < w <= 1 for w in edit.weights)
         if "gallery" in report["concepts"][concept]:
             assert table.gallery[concept]["unit"] == report["concepts"][concept]["gallery"]["unit"]
-    assert json.loads((out / "layer4" / "table.json").read_text())["provenance"]["insertion"]["steps"] == 4
+        entry = report["concepts"][concept]
+        assert entry["brush"] in ("learned", "top_units") and set(entry["validation"]) == {"learned", "top_units"}
+        # the painter writes the stored vector with the stored weights
+        number = table.label_number(concept)
+        assert edit.values == tuple(float(table.insertion_value[number][u]) for u in edit.units)
+    first = learned[0]
+    assert json.loads((out / "layer4" / "table.json").read_text())["provenance"]["insertion"][first]["steps"] == 4
+    # a later run for one concept, from gandissect's top units, keeps the other concepts' record
+    assert main(["brushes", "--model", "tiny", "--table", str(out / "layer4"), "--concepts", first, "--start", "units",
+                 "--fixed-vector", "--samples", "24", "--steps", "2", "--no-gallery", "--no-progress"]) == 0
+    insertion = json.loads((out / "layer4" / "table.json").read_text())["provenance"]["insertion"]
+    assert insertion[first]["start"] == "units" and insertion[first]["steps"] == 2
+    assert all(insertion[c]["start"] == "mean" for c in learned[1:])
     assert main(["brushes", "--model", "tiny", "--table", str(out / "layer4"), "--concepts", "unicorn"]) == 2

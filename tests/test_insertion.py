@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dissect_core.efficacy import painting_contexts
-from dissect_core.insertion import InsertionConfig, context_regions, iou_init, learn_insertion, restore_regions
+from dissect_core.insertion import (ContextPrior, InsertionConfig, context_regions, iou_init, learn_insertion,
+                                   out_of_context_regions, restore_regions, window_contexts)
 from models.proggan import ProgressiveGenerator
 
 
@@ -52,8 +53,10 @@ def test_learning_raises_the_concept_where_painted_with_few_units() -> None:
                              init=start)
     assert result.alpha.shape == (24,) and ((0 <= result.alpha) & (result.alpha <= 1)).all()
     assert result.restore_regions > 0
+    assert result.value.shape == (24,) and not np.allclose(result.value, value)  # the vector is learned too
     held_out = range(500, 532)  # samples disjoint from the ones learned on
-    before, after = _region_vividness(generator, start, value, held_out), _region_vividness(generator, result.alpha, value, held_out)
+    before = _region_vividness(generator, start, value, held_out)
+    after = _region_vividness(generator, result.alpha, result.value, held_out)
     assert after > before + 0.05, (before, after)
     # the L2 penalty keeps it from writing every unit at full weight
     assert result.alpha.sum() < 0.8 * 24
@@ -61,19 +64,45 @@ def test_learning_raises_the_concept_where_painted_with_few_units() -> None:
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 
+def test_fixed_vector_learns_only_the_weights() -> None:
+    generator = _generator()
+    value = np.full(24, 1.5, np.float32)
+    config = InsertionConfig(samples=32, first=100, steps=3, batch_size=4, learn_value=False, out_of_context_weight=0)
+    result = learn_insertion(generator, "layer4", _segment, _vividness, 1, 3, value, config)
+    assert np.array_equal(result.value, value) and result.out_of_context_regions == 0
+    assert not np.allclose(result.alpha, 0.5)  # started at 0.5 on every unit and moved
+
+
 def test_region_choice() -> None:
     fractions = torch.zeros(2, 4, 4)
     fractions[0, 1:3, 2:4] = 1.0  # a 2x2 patch of the concept in image 0, none in image 1
     assert restore_regions(fractions, 2) == [(0, 1, 2)]
-    context = torch.zeros(2, 4, 4, dtype=torch.long)
-    context[:, :, :2] = 3  # label 3 on the left half: where the concept is seen
-    prior = torch.zeros(5)
-    prior[3] = 1.0
-    picks = context_regions(fractions, context, prior, 2, np.random.default_rng(0))
-    assert [p[0] for p in picks] == [0, 1]
-    for image, y, x in picks:
-        assert fractions[image, y:y + 2, x:x + 2].max() == 0 and context[image, y, x] == 3
     assert iou_init(np.array([0.0, 0.2, 0.4])).tolist() == pytest.approx([0.0, 0.25, 0.5])
+
+
+def test_window_contexts_find_what_a_concept_stands_on() -> None:
+    """Concept 1 stands on ground (2) with sky (3) around it in image 0; image 1 has no concept: its
+    windows over the ground line are in context, those in open sky or on the bottom edge are foreign."""
+    sky, ground, cell = 3, 2, 8
+    labels = torch.full((2, 32, 32), sky)
+    labels[0, 2 * cell:] = ground
+    labels[0, cell:2 * cell, cell:3 * cell] = 1  # two cells of the concept right above the ground line
+    labels[1, 3 * cell:] = ground  # image 1: sky down to row 2, ground in row 3
+    ctx = window_contexts(labels, (4, 4), 1, 4)
+    assert ctx.own.shape == (2, 3, 3)
+    assert (int(ctx.own[0, 0, 1]), int(ctx.support[0, 0, 1])) == (sky, ground)
+    assert float(ctx.share[0, 0, 1]) == 0.5 and not ctx.absent[0, 0, 1] and ctx.absent[0, 2].all()
+    assert int(ctx.support[0, 2, 0]) == 0  # nothing below: the bottom edge
+    assert ctx.support[1, 0].tolist() == [sky] * 3 and ctx.support[1, 1].tolist() == [ground] * 3
+    prior = ContextPrior.count([(ctx, [(0, 0, 1)])], 4)
+    assert prior.windows == 1 and float(prior.pair[sky * 4 + ground]) == 1.0 and float(prior.support[ground]) == 1.0
+    rng = np.random.default_rng(0)
+    picks = context_regions(ctx, prior, 4, rng)
+    assert [p[0] for p in picks] == [1] and picks[0][1] == 1  # image 0 has no free window over the ground line
+    for _ in range(10):
+        foreign = out_of_context_regions(ctx, prior, 4, rng)
+        assert {p[0] for p in foreign} == {0, 1}
+        assert all(p[1] in (0, 2) for p in foreign if p[0] == 1) and all(p[1] == 2 for p in foreign if p[0] == 0)
 
 
 def test_painting_contexts_by_label_layout() -> None:

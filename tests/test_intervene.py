@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,9 +69,9 @@ def test_brush_strength_sets_units_and_values() -> None:
     ranking = list(range(100))[::-1]
     levels = torch.arange(100, dtype=torch.float32)
     units, values = brush_units(ranking, levels, 0.5, layer_units=100)
-    assert units == (99, 98, 97, 96, 95, 94, 93, 92) and values[0] == pytest.approx(99.0)
+    assert units == tuple(range(99, 87, -1)) and values[0] == pytest.approx(99.0)
     units, values = brush_units(ranking, levels, 1.0, layer_units=100)
-    assert len(units) == 16 and values[0] == pytest.approx(99 * 1.5)
+    assert len(units) == 25 and values[0] == pytest.approx(99 * 1.5)
     assert len(brush_units(ranking, levels, 0.0, layer_units=100)[0]) == 1
     with pytest.raises(ValueError, match="strength"):
         brush_units(ranking, levels, 1.5, 100)
@@ -113,7 +115,7 @@ def test_stroke_alpha_blends_towards_the_values() -> None:
         Stroke((0,), (1.0,), "add", mask, alpha=1.5)
 
 
-def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units() -> None:
+def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units(tmp_path: Path) -> None:
     import numpy as np
 
     from dissect_core.gandissect import DissectConfig, LayerTable
@@ -155,3 +157,15 @@ def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units() -> None:
     assert out[0, 4, 0, 0] == 0 and out[0, [0, 1, 2, 3, 5, 6, 7, 9]].abs().sum() == 0
     with pytest.raises(ValueError, match="weights"):
         Stroke((0, 1), (1.0, 1.0), "add", mask, weights=(0.5,))
+
+    # a learned insertion vector replaces the mean feature; a table saved and loaded keeps it
+    table.insertion_value = np.zeros((3, units))
+    table.insertion_value[1] = -np.arange(units)
+    edit = brush_edit(table, "tree", "add", 0.5)
+    assert edit.units == (4, 8) and edit.values == (-4.0, -8.0)
+    from dissect_core.tables import load_table, save_table
+
+    save_table(table, tmp_path / "layer")
+    loaded = load_table(tmp_path / "layer")
+    assert np.array_equal(loaded.insertion_value, table.insertion_value)
+    assert brush_edit(loaded, "tree", "add", 0.5) == edit

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 ZOO_DIR = Path(__file__).resolve().parent
-DEFAULT_GENERATOR = "world64"
+DEFAULT_GENERATOR = "world128"
 _ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}(/[a-z0-9][a-z0-9_-]{0,63})?")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dissect_core.insertion import InsertionConfig, best_single_unit, iou_init, learn_insertion
+from dissect_core.insertion import InsertionConfig, best_single_unit, learn_insertion, score_brush, unit_brush
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import TableError, load_table, save_table
 from models.checkpoints import CheckpointError, load_generator
@@ -40,7 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first", type=int, default=20000, help="first sample id used for learning (20000)")
     parser.add_argument("--steps", type=int, default=150,
                         help="optimisation steps per concept (150; 0: keep the table's insertion, only the gallery)")
-    parser.add_argument("--l2", type=float, default=0.005, help="L2 penalty on the weights (gandissect's 0.005)")
+    parser.add_argument("--l2", type=float, default=InsertionConfig.l2,
+                        help=f"L2 penalty on the weights ({InsertionConfig.l2}; gandissect's 0.005 is for 256-unit layers)")
+    parser.add_argument("--out-of-context", type=float, default=InsertionConfig.out_of_context_weight,
+                        help="weight of the term that keeps a brush from drawing out of context (1.0; 0: off)")
+    parser.add_argument("--start", choices=("mean", "units"), default="mean",
+                        help="mean: every unit at 0.5 writing the concept's mean feature (default); units: "
+                             "gandissect's top units of the concept fully on at 2 x q99, the rest off")
+    parser.add_argument("--lr", type=float, default=InsertionConfig.lr, help=f"Adam step ({InsertionConfig.lr})")
+    parser.add_argument("--fixed-vector", action="store_true",
+                        help="learn only the weights; write the concept's mean feature (gandissect's rule)")
+    parser.add_argument("--validation-samples", type=int, default=100,
+                        help="held-out samples on which the learned brush and the top-unit brush are compared (100)")
     parser.add_argument("--gallery-samples", type=int, default=48, help="samples to rank single units on (48)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the single-unit gallery")
     parser.add_argument("--device", default="auto")
@@ -48,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 8 <= args.samples <= 100_000 or not 0 <= args.steps <= 10_000 or not 4 <= args.gallery_samples <= 10_000:
-        raise CommandError("--samples must be 8..100000, --steps 0..10000, --gallery-samples 4..10000")
+    if (not 8 <= args.samples <= 100_000 or not 0 <= args.steps <= 10_000 or not 4 <= args.gallery_samples <= 10_000
+            or not 4 <= args.validation_samples <= 10_000):
+        raise CommandError("--samples must be 8..100000, --steps 0..10000, --gallery-samples and "
+                           "--validation-samples 4..10000")
     if args.steps == 0 and args.no_gallery:
         raise CommandError("--steps 0 learns nothing and --no-gallery finds nothing: nothing to do")
     try:
@@ -67,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
     concepts = [c for c in (args.concepts or DEFAULT_CONCEPTS) if c in names]
     if args.concepts and len(concepts) != len(args.concepts):
         raise CommandError(f"not in the table: {sorted(set(args.concepts) - names)}")
-    if table.insertion_alpha is None and args.steps > 0:
-        table.insertion_alpha = np.zeros((len(table.labels), table.units), np.float32)
-    config = InsertionConfig(samples=args.samples, first=args.first, steps=args.steps, l2=args.l2)
+    if args.steps > 0:
+        for name in ("insertion_alpha", "insertion_value"):
+            if getattr(table, name) is None:
+                setattr(table, name, np.zeros((len(table.labels), table.units), np.float32))
+    if not 0 < args.lr <= 1 or not 0 <= args.l2 <= 10 or not 0 <= args.out_of_context <= 100:
+        raise CommandError("--lr must be in (0, 1], --l2 in [0, 10], --out-of-context in [0, 100]")
+    config = InsertionConfig(samples=args.samples, first=args.first, steps=args.steps, l2=args.l2, lr=args.lr,
+                             out_of_context_weight=args.out_of_context, learn_value=not args.fixed_vector)
     summary: dict[str, dict] = {}
     started = time.monotonic()
     for concept in concepts:
@@ -90,18 +108,34 @@ def run(args: argparse.Namespace) -> int:
         entry: dict = {}
         learned: list[int] = []
         if args.steps > 0:
+            init = None
+            if args.start == "units":
+                init, value = unit_brush(table.concept_ranking(concept), table.q99, value)
             try:
                 result = learn_insertion(generator, table.layer, segment, segmenter.concept_probability, number,
-                                         len(table.labels), value, config, init=iou_init(table.iou[:, number]),
-                                         progress=progress)
+                                         len(table.labels), value, config, init=init, progress=progress)
             except ValueError as exc:
                 bar.close()
                 summary[concept] = {"skipped": str(exc)}
                 continue
-            table.insertion_alpha[number] = result.alpha
-            learned = [int(u) for u in np.argsort(-result.alpha)[:6]]
-            entry = {"units_written": int((result.alpha >= 0.01).sum()), "weight_sum": round(float(result.alpha.sum()), 3),
+            # keep the learned brush or gandissect's top units, whichever draws more in context than out
+            units = unit_brush(table.concept_ranking(concept), table.q99, result.value)
+            first = args.first + args.samples + args.gallery_samples
+            learned_score, units_score = score_brush(
+                generator, table.layer, segment, number, len(table.labels), [(result.alpha, result.value), units],
+                range(first, first + args.validation_samples), seed=config.seed, region=config.region)
+            chosen = "learned" if learned_score.margin >= units_score.margin else "top_units"
+            alpha, vector = (result.alpha, result.value) if chosen == "learned" else units
+            table.insertion_alpha[number] = alpha
+            table.insertion_value[number] = vector
+            learned = [int(u) for u in np.argsort(-alpha)[:6]]
+            entry = {"brush": chosen,
+                     "validation": {name: {"in_context": round(sc.in_context, 4), "out_of_context": round(sc.out_of_context, 4),
+                                           "regions": list(sc.regions)}
+                                    for name, sc in (("learned", learned_score), ("top_units", units_score))},
+                     "units_written": int((alpha >= 0.01).sum()), "weight_sum": round(float(alpha.sum()), 3),
                      "restore_regions": result.restore_regions, "context_regions": result.context_regions,
+                     "out_of_context_regions": result.out_of_context_regions,
                      "final_loss": round(result.history[-1]["loss"], 4)}
         bar.close()
         if not args.no_gallery:
@@ -113,9 +147,13 @@ def run(args: argparse.Namespace) -> int:
                 entry["gallery"] = table.gallery[concept]
         summary[concept] = entry
     provenance = _provenance(table_dir)
-    if args.steps > 0:
-        provenance["insertion"] = {**asdict(config), "concepts": [c for c, e in summary.items() if "skipped" not in e],
-                                   "command": "ganpaint brushes " + " ".join(_argv(args))}
+    if args.steps > 0:  # per concept: a later run for some concepts keeps the others' record
+        learned_now = {c: {**asdict(config), "start": args.start, "brush": e["brush"],
+                           "command": "ganpaint brushes " + " ".join(_argv(args))}
+                       for c, e in summary.items() if "skipped" not in e}
+        earlier = provenance.get("insertion", {})
+        earlier = {} if "steps" in earlier else earlier  # the older single-record form
+        provenance["insertion"] = {**earlier, **learned_now}
     if not args.no_gallery:
         provenance["gallery"] = {"samples": args.gallery_samples, "first": args.first + args.samples,
                                  "command": "ganpaint brushes " + " ".join(_argv(args))}
@@ -126,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
-    out = ["--model", str(args.model), "--samples", str(args.samples), "--first", str(args.first), "--steps", str(args.steps)]
+    out = ["--model", str(args.model), "--samples", str(args.samples), "--first", str(args.first), "--steps", str(args.steps),
+           "--l2", str(args.l2), "--lr", str(args.lr), "--out-of-context", str(args.out_of_context), "--start", args.start]
+    out += ["--fixed-vector"] if args.fixed_vector else []
     return out + (["--concepts", *args.concepts] if args.concepts else [])
 
 

@@ -26,13 +26,13 @@ from server.devices import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_GENERATOR, help="zoo id or checkpoint path (default world64)")
+    parser.add_argument("--model", default=DEFAULT_GENERATOR, help=f"zoo id or checkpoint path (default {DEFAULT_GENERATOR})")
     parser.add_argument("--layer", action="append", required=True, help="layer to dissect, repeatable (e.g. layer4)")
     parser.add_argument("--samples", type=int, default=2000, help="generated samples (default 2000)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (one sub-directory per layer)")
     parser.add_argument("--segmenter",
                         help="zoo id, or package.module:factory for your own segmenter (see docs/dissection.md); "
-                             "default: the zoo model's own segmenter (trained on its world), else world64/segmenter")
+                             "default: the zoo model's own segmenter (trained on its world), else the default model's")
     parser.add_argument("--seed", type=int, default=1, help="z stream seed (default 1, the GANPaint ids)")
     parser.add_argument("--first", type=int, default=0, help="first sample id (default 0)")
     parser.add_argument("--batch-size", type=int, default=32)

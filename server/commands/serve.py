@@ -14,7 +14,7 @@ from server.commands import Command, CommandError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument("--model", dest="default_model", help="default zoo model (default world64)")
+    parser.add_argument("--model", dest="default_model", help="default zoo model (default world128)")
     parser.add_argument("--models-dir", type=Path, help="directory of extra generator checkpoints")
     parser.add_argument("--cache-dir", type=Path, help="dissection cache directory")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
