@@ -39,8 +39,19 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
+def _where_a_user_paints(context: str, windows: list[tuple[int, int]]) -> tuple[int, int]:
+    """On the ground, the window nearest the horizon (a tree on the lawn beside the building, not in
+    the foreground); elsewhere the middle one of the list."""
+    if context == "ground":
+        top = min(y for y, _ in windows)
+        row = [w for w in windows if w[0] == top]
+        return row[len(row) // 2]
+    return windows[len(windows) // 2]
+
+
 def pick_sample(model: str, samples: int, draws: list[tuple[str, str]]) -> dict:
-    """The sample with the most lamp pixels among those with a free window for every (concept, context)."""
+    """The sample with the most lamp pixels (up to 4 % of the image) among those with a free window
+    for every (concept, context)."""
     generator = load_model(model)
     segmenter = load_segmenter(companion_id(model, "segmenter"))
     names = {name: label.number for name, label in LABEL_BY_NAME.items()}
@@ -50,14 +61,15 @@ def pick_sample(model: str, samples: int, draws: list[tuple[str, str]]) -> dict:
         for start in range(0, samples, 32):
             ids = list(range(start, min(samples, start + 32)))
             labels = segmenter(generator(z_tensor(ids, generator.z_dim)).clamp(-1, 1))[:, 0].numpy()
+            max_lamp = labels.shape[-1] * labels.shape[-2] // 25
             for i, objects in zip(ids, labels):
                 windows = [painting_contexts(objects, grid, names[concept], names)[context]
                            for concept, context in draws]
                 lamp = np.argwhere(objects == names["lamp"])
-                if not all(windows) or len(lamp) < 20:
+                if not all(windows) or not 20 <= len(lamp) <= max_lamp:  # a lamp, not one filling the frame
                     continue
                 if best is None or len(lamp) > best["lamp_pixels"]:
-                    best = {"sample": i, "draw": [[concept, context, list(w[len(w) // 2])]
+                    best = {"sample": i, "draw": [[concept, context, list(_where_a_user_paints(context, w))]
                                                   for (concept, context), w in zip(draws, windows)],
                             "lamp_box": [int(v) for v in (*lamp.min(0), *lamp.max(0))], "lamp_pixels": len(lamp),
                             "label_size": int(objects.shape[-1]), "grid": grid,
@@ -131,7 +143,6 @@ def main() -> None:
             y0, x0, y1, x1 = (v / chosen["label_size"] for v in chosen["lamp_box"])
             page.get_by_role("button", name="brush lamp").click()
             page.get_by_role("button", name="remove (R)").click()
-            page.locator("#strength").fill("100")
             pad = 1 / grid
             top, bottom = max(0.01, y0 - pad), min(0.99, y1 + pad)
             left, right = max(0.01, x0 - pad), min(0.99, x1 + pad)
