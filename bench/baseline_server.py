@@ -27,6 +27,7 @@ from dissect_core.intervene import Stroke, apply_edit, brush_units, edit_maps, u
 from dissect_core.nethook import Trace  # noqa: E402
 from models.imaging import to_uint8  # noqa: E402
 from models.samples import z_tensor  # noqa: E402
+from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 from server.catalog import Catalog  # noqa: E402
 from server.schemas import Recipe  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -75,7 +76,7 @@ def build(model_id: str, zoo_dir: Path | None, models_dir: Path | None = None) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", default="world64")
+    parser.add_argument("--model", default=DEFAULT_GENERATOR)
     parser.add_argument("--zoo-dir", type=Path)
     parser.add_argument("--models-dir", type=Path, help="operator checkpoints (--model is then one of their ids)")
     args = parser.parse_args()

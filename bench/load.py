@@ -1,6 +1,6 @@
 """Load test: N concurrent painters on a real server for a fixed time (loopback only, bounded).
 
-    python bench/load.py [--painters 32] [--seconds 60] [--model world64]
+    python bench/load.py [--painters 32] [--seconds 60] [--model world128]
 
 Each painter sends its next edit as soon as the previous answer (image or error) arrives. Reports
 edits/s, p50/p95/p99 round trip, errors and busy replies, and the server's resident memory before
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
+from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 from serve_latency import free_port, launch, stop, summarize, wait_ready, ws_painter  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--painters", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--model", default="world64")
+    parser.add_argument("--model", default=DEFAULT_GENERATOR)
     parser.add_argument("--brush", default="tree")
     parser.add_argument("--zoo-dir", type=Path)
     args = parser.parse_args()

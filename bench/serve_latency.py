@@ -1,6 +1,6 @@
 """Edit round-trip latency over a real websocket, against a baseline that serves like the original.
 
-    python bench/serve_latency.py [--painters 1 8 32] [--seconds 8] [--model world64]
+    python bench/serve_latency.py [--painters 1 8 32] [--seconds 8] [--model world128]
     python bench/serve_latency.py --model random256.pth --units 20 --stroke dab --compare-full
 
 Starts ``ganpaint serve`` on 127.0.0.1 (a free port) and, in the same run, a baseline server that
@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.catalog import checkpoint_model_id  # noqa: E402
 from server.schemas import MaskSpec  # noqa: E402
+from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 
 
 def free_port() -> int:
@@ -152,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--painters", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--model", default="world64", help="zoo id or generator checkpoint file")
+    parser.add_argument("--model", default=DEFAULT_GENERATOR, help="zoo id or generator checkpoint file")
     parser.add_argument("--brush", default="tree")
     parser.add_argument("--units", type=int, default=0, help="paint units 0..N-1 instead of a brush")
     parser.add_argument("--stroke", choices=["grow", "dab"], default="grow")
