@@ -6,7 +6,7 @@ layer: a region is edited as ``x (1 - alpha m) + v alpha m``. Here the insertion
 starts at the concept's mean feature (where it covers a cell) and is learned with ``alpha``
 (``learn_value``): the mean feature of a dome is the mean over domes *and the sky around them*,
 and on world128 it draws a blurred blob (3 % of building tops become dome); the learned vector
-draws one (79 %). Both are trained so that
+draws one (76 %). Both are trained so that
 
 - where the concept *is* drawn, ablating the weighted units removes it and inserting them brings
   it back (``restore`` regions: score after ablation minus score after insertion);

@@ -2,7 +2,7 @@
 ground and a dome on a building top) and a removed lamp, and the unit browser. Needs Chromium and Playwright (``apt-get install chromium``; ``pip install
 playwright``; never ``playwright install``).
 
-    python docs/screenshots/take.py [--model world128] [--samples 300] [--draw tree:ground dome:building_top]
+    python docs/screenshots/take.py [--model world128] [--samples 600] [--draw tree:ground dome:building_top] [--remove-strength 100]
 
 Picks, with the model's own segmenter, a sample that has a lamp and a window of every ``--draw``
 context (the painting contexts of ``bench/paint_efficacy.py``: ground, sky, building_top, wall),
@@ -51,7 +51,7 @@ def _where_a_user_paints(context: str, windows: list[tuple[int, int]]) -> tuple[
 
 def pick_sample(model: str, samples: int, draws: list[tuple[str, str]]) -> dict:
     """The sample with the most lamp pixels (up to 4 % of the image) among those with a free window
-    for every (concept, context)."""
+    for every (concept, context), away from the lamp's columns."""
     generator = load_model(model)
     segmenter = load_segmenter(companion_id(model, "segmenter"))
     names = {name: label.number for name, label in LABEL_BY_NAME.items()}
@@ -68,9 +68,14 @@ def pick_sample(model: str, samples: int, draws: list[tuple[str, str]]) -> dict:
                 lamp = np.argwhere(objects == names["lamp"])
                 if not all(windows) or not 20 <= len(lamp) <= max_lamp:  # a lamp, not one filling the frame
                     continue
+                painted = [list(_where_a_user_paints(context, w)) for (_, context), w in zip(draws, windows)]
+                cell = objects.shape[-1] // grid
+                lamp_cells = range(lamp[:, 1].min() // cell - 1, lamp[:, 1].max() // cell + 2)
+                if any(x in lamp_cells or x + 1 in lamp_cells for _, x in painted):
+                    continue  # removing the lamp would repaint the cells drawn on
                 if best is None or len(lamp) > best["lamp_pixels"]:
-                    best = {"sample": i, "draw": [[concept, context, list(_where_a_user_paints(context, w))]
-                                                  for (concept, context), w in zip(draws, windows)],
+                    best = {"sample": i, "draw": [[concept, context, where]
+                                                  for (concept, context), where in zip(draws, painted)],
                             "lamp_box": [int(v) for v in (*lamp.min(0), *lamp.max(0))], "lamp_pixels": len(lamp),
                             "label_size": int(objects.shape[-1]), "grid": grid,
                             "cell_px": generator.resolution // grid}
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--model", default="world128")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--remove-strength", type=int, default=100, help="strength of the lamp removal in %% (100)")
     parser.add_argument("--draw", nargs="+", default=["tree:ground", "dome:building_top"],
                         help="CONCEPT:CONTEXT pairs to draw (contexts: ground, sky, building_top, wall)")
     args = parser.parse_args()
@@ -143,6 +149,7 @@ def main() -> None:
             y0, x0, y1, x1 = (v / chosen["label_size"] for v in chosen["lamp_box"])
             page.get_by_role("button", name="brush lamp").click()
             page.get_by_role("button", name="remove (R)").click()
+            page.locator("#strength").fill(str(args.remove_strength))
             pad = 1 / grid
             top, bottom = max(0.01, y0 - pad), min(0.99, y1 + pad)
             left, right = max(0.01, x0 - pad), min(0.99, x1 + pad)
