@@ -8,7 +8,8 @@ import torch
 
 from dissect_core.efficacy import painting_contexts
 from dissect_core.insertion import (ContextPrior, InsertionConfig, context_regions, iou_init, learn_insertion,
-                                   out_of_context_regions, restore_regions, window_contexts)
+                                   out_of_context_regions, restore_regions, score_brush, unit_brush,
+                                   window_contexts)
 from models.proggan import ProgressiveGenerator
 
 
@@ -116,3 +117,27 @@ def test_painting_contexts_by_label_layout() -> None:
     for context, allowed in (("sky", {1}), ("ground", {3}), ("wall", {5})):
         for y, x in contexts[context]:
             assert set(np.unique(objects[y:y + 2, x:x + 2])) <= allowed, (context, y, x)
+
+
+def test_unit_brush_is_gandissects_top_units_at_twice_q99() -> None:
+    q99 = np.arange(50, dtype=np.float32) / 10
+    mean = np.full(50, -1.0, np.float32)
+    alpha, value = unit_brush([7, 3, 9, 1, 0], q99, mean)  # 4 % of 50 units: the top 2
+    assert np.flatnonzero(alpha).tolist() == [3, 7] and alpha[[3, 7]].tolist() == [1.0, 1.0]
+    assert value[7] == pytest.approx(1.4) and value[3] == pytest.approx(0.6) and value[0] == -1.0
+    assert mean[7] == -1.0  # the caller's vector is not changed
+    alpha, value = unit_brush([7, 3, 9], q99, mean, k=3, gain=1.0)
+    assert np.flatnonzero(alpha).tolist() == [3, 7, 9] and value[9] == pytest.approx(0.9)
+
+
+def test_score_brush_tells_a_drawing_brush_from_one_that_writes_nothing() -> None:
+    generator = _generator()
+    value = np.full(24, 1.5, np.float32)
+    config = InsertionConfig(samples=48, first=100, steps=60, batch_size=8, lr=0.05, l2=0.005)
+    learned = learn_insertion(generator, "layer4", _segment, _vividness, 1, 3, value, config, init=np.zeros(24))
+    nothing = (np.zeros(24, np.float32), value)
+    drawn, blank = score_brush(generator, "layer4", _segment, 1, 3, [(learned.alpha, learned.value), nothing],
+                               range(600, 632))
+    assert blank.in_context == 0.0 and blank.out_of_context == 0.0  # windows where the concept is absent stay so
+    assert drawn.in_context > 0.05 and drawn.margin > blank.margin
+    assert drawn.regions == blank.regions and drawn.regions[0] > 0
