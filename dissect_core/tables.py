@@ -87,8 +87,9 @@ def save_table(table: LayerTable, directory: str | os.PathLike[str], provenance:
         document["causal_effect"] = table.causal_effect
         (staging / "table.json").write_text(json.dumps(document))
         extra = {name: getattr(table, name) for name in OPTIONAL_ARRAYS if getattr(table, name) is not None}
-        np.savez(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
-                 top_images=table.top_images, top_scores=table.top_scores, **extra)
+        np.savez_compressed(staging / "arrays.npz", iou=table.iou, level=table.level, q99=table.q99,
+                            top_images=table.top_images, top_scores=table.top_scores, **extra)
+        staging.chmod(0o755)  # mkdtemp makes it private; a table is read by whoever serves it
         backup = None
         if directory.exists():
             backup = directory.with_name(directory.name + ".old")
