@@ -38,9 +38,9 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 from server.catalog import checkpoint_model_id  # noqa: E402
 from server.schemas import MaskSpec  # noqa: E402
-from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 
 
 def free_port() -> int:

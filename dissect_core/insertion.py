@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dissect_core.efficacy import Window, paint_share
+from dissect_core.intervene import Stroke, learned_insertion
 from models.samples import z_tensor
 
 __all__ = ["InsertionConfig", "InsertionResult", "learn_insertion", "WindowContexts", "window_contexts",
@@ -345,34 +347,29 @@ def score_brush(generator: torch.nn.Module, layer: str, segment: Callable[[torch
                 ids: Sequence[int], seed: int = 1, region: int = 2, min_support: float = 0.02,
                 rng: np.random.Generator | None = None) -> list[BrushScore]:
     """Score ``(alpha, value)`` brushes on samples ``ids`` (disjoint from what they were learned on):
-    one window in context and one out of context per sample, by the contexts' prior on these samples."""
+    one window in context and one out of context per sample, by the contexts' prior on these samples,
+    each painted as the painter paints a learned brush at the default strength (``paint_share``)."""
     rng = rng or np.random.default_rng(seed)
     device = next(generator.parameters()).device
-    channels, gh, gw = generator.layer_shape(layer)
+    _, gh, gw = generator.layer_shape(layer)
     grid = (gh, gw)
     x = generator.forward_to(layer, z_tensor(list(ids), generator.z_dim, seed, device))
-    labels = segment(generator.forward_from(layer, x).clamp(-1, 1))
+    images = generator.forward_from(layer, x).clamp(-1, 1)
+    labels = segment(images)
     ctx = window_contexts(labels.cpu(), grid, concept, n_labels, region)
     prior = ContextPrior.count([(ctx, restore_regions(_cell_fractions(labels, grid, concept), region))], n_labels)
     sets = (context_regions(ctx, prior, n_labels, rng), out_of_context_regions(ctx, prior, n_labels, rng, min_support))
+    windows = [[Window(i, y, xx, "", region) for i, y, xx in regions] for regions in sets]
     scores = []
     for alpha, value in candidates:
-        a = torch.as_tensor(alpha, dtype=torch.float32, device=device).clamp(0, 1)[None, :, None, None]
-        v = torch.as_tensor(value, dtype=torch.float32, device=device)[None, :, None, None]
+        units, values, weights = learned_insertion(alpha, value, 0.5)  # the painter's default strength
+        stroke_for = lambda mask: Stroke(units, values, "add", mask, weights=weights)  # noqa: E731
         shares = []
-        for regions in sets:
-            if not regions:
-                shares.append(0.0)
-                continue
-            values = []
-            for start in range(0, len(regions), 32):
-                chunk = regions[start:start + 32]
-                m = _region_mask(chunk, grid, region, device) * a
-                edited = x[[r[0] for r in chunk]] * (1 - m) + v * m
-                out = segment(generator.forward_from(layer, edited).clamp(-1, 1))
-                up = F.interpolate(_region_mask(chunk, grid, region, device), size=out.shape[-2:], mode="nearest")[:, 0] > 0
-                values += [float((out[k][up[k]] == concept).float().mean()) for k in range(len(chunk))]
-            shares.append(float(np.mean(values)))
+        for chosen in windows:
+            results = [r for start in range(0, len(chosen), 32)
+                       for r in paint_share(generator, layer, x, images, chosen[start:start + 32], stroke_for,
+                                            segment, concept)]
+            shares.append(float(np.mean([share for share, _ in results])) if results else 0.0)
         scores.append(BrushScore(shares[0], shares[1], (len(sets[0]), len(sets[1]))))
     return scores
 

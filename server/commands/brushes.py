@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             or not 4 <= args.validation_samples <= 10_000):
         raise CommandError("--samples must be 8..100000, --steps 0..10000, --gallery-samples and "
                            "--validation-samples 4..10000")
+    if not 0 < args.lr <= 1 or not 0 <= args.l2 <= 10 or not 0 <= args.out_of_context <= 100:
+        raise CommandError("--lr must be in (0, 1], --l2 in [0, 10], --out-of-context in [0, 100]")
     if args.steps == 0 and args.no_gallery:
         raise CommandError("--steps 0 learns nothing and --no-gallery finds nothing: nothing to do")
     try:
@@ -84,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         for name in ("insertion_alpha", "insertion_value"):
             if getattr(table, name) is None:
                 setattr(table, name, np.zeros((len(table.labels), table.units), np.float32))
-    if not 0 < args.lr <= 1 or not 0 <= args.l2 <= 10 or not 0 <= args.out_of_context <= 100:
-        raise CommandError("--lr must be in (0, 1], --l2 in [0, 10], --out-of-context in [0, 100]")
     config = InsertionConfig(samples=args.samples, first=args.first, steps=args.steps, l2=args.l2, lr=args.lr,
                              out_of_context_weight=args.out_of_context, learn_value=not args.fixed_vector)
     summary: dict[str, dict] = {}
