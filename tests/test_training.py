@@ -12,7 +12,8 @@ from models.checkpoints import load_generator
 from models.proggan import ProgressiveGenerator
 from models.train.classifier import ClassifierConfig, train_classifier
 from models.train.common import TrainingCancelled
-from models.train.gan import GanConfig, GrowingGenerator, phases_for, snapshot_state, train_gan
+from models.train.gan import (GanConfig, GrowingGenerator, phases_for, snapshot_state, train_gan,
+                               widen_generator_state)
 from models.train.segmenter import SegmenterConfig, train_segmenter
 from server.cli import main
 
@@ -115,3 +116,58 @@ def test_last_phase_length_may_change_on_resume(tmp_path: Path) -> None:
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert saved["images_seen"] >= 1000 * phases_for(longer)[-1][2]
     assert json.loads((tmp_path / "config.json").read_text())["final_kimg"] == 0.3
+
+
+def _random_generator(sizes: list[int], seed: int = 0) -> ProgressiveGenerator:
+    torch.manual_seed(seed)
+    net = ProgressiveGenerator(sizes)
+    for name, p in net.named_parameters():
+        torch.nn.init.normal_(p, std=1.0 if name.endswith("conv.weight") else 0.1)
+    return net
+
+
+def test_widening_keeps_the_picture_and_trains_the_new_channels() -> None:
+    narrow = _random_generator([16, 16, 16, 8, 4])
+    wide_sizes = [16, 16, 16, 12, 8]
+    state = widen_generator_state(narrow.state_dict(), wide_sizes, noise=0.01)
+    wide = ProgressiveGenerator(wide_sizes)
+    wide.load_state_dict(state)
+    z = torch.randn(4, 16)
+    with torch.no_grad():
+        before, after = narrow(z), wide(z)
+    assert (before - after).abs().max().item() < 0.02 * before.abs().max().item()
+    # the old weights are where they were; the new outputs are random, the readers of new channels zero
+    assert torch.equal(state["layer5.conv.weight"][:8, :16], narrow.state_dict()["layer5.conv.weight"])
+    assert state["layer5.conv.weight"][8:].abs().sum() > 0
+    assert state["layer6.conv.weight"][:8, 8:].abs().sum() == 0
+    assert state["output_32x32.conv.weight"][:, 4:].abs().sum() == 0
+    # with no noise the widened net draws the same image to float precision
+    exact = ProgressiveGenerator(wide_sizes)
+    exact.load_state_dict(widen_generator_state(narrow.state_dict(), wide_sizes, noise=0.0))
+    with torch.no_grad():
+        torch.testing.assert_close(exact(z), before, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="narrower"):
+        widen_generator_state(narrow.state_dict(), [16, 16, 8, 8, 4])
+
+
+def test_refining_trains_only_the_final_resolution_and_keeps_frozen_layers(tmp_path: Path) -> None:
+    narrow = _random_generator([16, 16, 16, 8])
+    init = tmp_path / "init.safetensors"
+    from models.checkpoints import save_weights
+
+    save_weights(narrow.state_dict(), init)
+    config = GanConfig(**{**TINY_GAN, "init_from": str(init), "channels": [16, 16, 16, 12], "freeze_layers": 4,
+                          "d_warmup_kimg": 0.05, "final_kimg": 0.1, "d_channels": [16, 8, 8]})
+    assert phases_for(config) == [(16, 0.0, pytest.approx(0.15))]
+    out = train_gan(config, tmp_path / "run", resume=False, progress=False)
+    refined = load_generator(out)
+    assert refined.sizes == (16, 16, 16, 12)
+    old = narrow.state_dict()
+    new = refined.state_dict()
+    for key in ("layer1.conv.weight", "layer2.wscale.b", "layer3.conv.weight", "layer4.conv.weight"):
+        torch.testing.assert_close(new[key], old[key])  # frozen through the edit layer
+    assert not torch.allclose(new["layer5.conv.weight"][:8, :16], old["layer5.conv.weight"])
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    warm = [row for row in logged if row["kimg"] <= 0.05]
+    assert warm and all(row["loss_g"] == 0.0 for row in warm)  # the generator waited for the discriminator
+    assert all(row["resolution"] == 16 and row["alpha"] == 1.0 for row in logged)

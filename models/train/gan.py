@@ -25,11 +25,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.proggan import OutputConvBlock, ProgressiveGenerator
+from models.proggan import (OutputConvBlock, ProgressiveGenerator, normalize_state_dict, resolution_for_sizes,
+                            sizes_from_state_dict)
 from models.train.common import RunDir, TrainingCancelled, rng_state, seed_everything, set_rng_state
 from models.train.data import world_arrays
 
-__all__ = ["GanConfig", "GrowingGenerator", "Discriminator", "train_gan", "phases_for", "snapshot_state"]
+__all__ = ["GanConfig", "GrowingGenerator", "Discriminator", "train_gan", "phases_for", "snapshot_state",
+           "widen_generator_state"]
 
 
 @dataclass
@@ -59,6 +61,17 @@ class GanConfig:
     snapshots: int = 6
     checkpoint_every: int = 200
     log_every: int = 50
+    init_from: str | None = None
+    """Refine these generator weights (a zoo id or a weight file) instead of growing from 4x4: training
+    runs only at the final resolution, for ``d_warmup_kimg + final_kimg``. ``channels`` may be wider
+    than the file's at any level; ``widen_generator_state`` adds the channels without changing the
+    picture, so the refined generator starts where the old one stood."""
+    freeze_layers: int = 0
+    """The first N generator blocks stay exactly as loaded (4 keeps layer1..layer4: the edit layer's
+    units, their dissection and the sample ids keep their meaning while the later layers sharpen)."""
+    d_warmup_kimg: float = 0.0
+    """Thousands of images a fresh discriminator trains alone before the generator moves (refinement
+    runs, whose discriminator starts from nothing against a trained generator)."""
 
 
 class GrowingGenerator(nn.Module):
@@ -168,6 +181,8 @@ class Discriminator(nn.Module):
 
 def phases_for(config: GanConfig) -> list[tuple[int, float, float]]:
     """``(resolution, start_kimg, end_kimg)`` per phase; fade-in happens in the first half of a level."""
+    if config.init_from is not None:
+        return [(config.resolution, 0.0, config.d_warmup_kimg + config.final_kimg)]
     phases: list[tuple[int, float, float]] = []
     kimg = 0.0
     resolution = 4
@@ -185,7 +200,7 @@ def _schedule(config: GanConfig, kimg: float) -> tuple[int, float]:
     """Resolution and fade-in alpha at ``kimg`` thousand images into training."""
     for resolution, start, end in phases_for(config):
         if kimg < end or resolution == config.resolution:
-            if resolution == 4:
+            if resolution == 4 or config.init_from is not None:
                 return resolution, 1.0
             return resolution, min(1.0, (kimg - start) / config.kimg_per_phase)
     raise AssertionError("unreachable")
@@ -203,6 +218,50 @@ def snapshot_state(growing: GrowingGenerator, resolution: int) -> dict[str, torc
     state[f"output_{resolution}x{resolution}.conv.weight"] = head.conv.weight.detach()
     state[f"output_{resolution}x{resolution}.wscale.b"] = head.wscale.b.detach()
     return {k: v.detach().clone() for k, v in state.items()}
+
+
+def widen_generator_state(state: dict[str, torch.Tensor], sizes: list[int], noise: float = 0.01,
+                          seed: int = 0) -> dict[str, torch.Tensor]:
+    """Weights of a ProGAN with channel list ``sizes`` made from a narrower one's ``state``.
+
+    New output channels get small random weights (``noise`` times the unit-variance initialisation)
+    and zero bias; the weights that read the new channels start at zero. PixelNorm divides by the
+    root mean square over channels and WScale by ``sqrt(fan_in)``: with the new channels near zero
+    the two changes cancel, so the old channels see the same input and the image barely moves,
+    while the new channels get gradients from the first step (all-zero ones would never move).
+    """
+    old_sizes = sizes_from_state_dict(state)
+    if len(old_sizes) != len(sizes) or sizes[0] != old_sizes[0]:
+        raise ValueError(f"cannot widen {old_sizes} to {sizes}: same z_dim and resolution needed")
+    if any(new < old for new, old in zip(sizes, old_sizes)):
+        raise ValueError(f"cannot widen {old_sizes} to {sizes}: a level would get narrower")
+    gen = torch.Generator().manual_seed(seed)
+    target = ProgressiveGenerator(sizes).state_dict()
+    widened: dict[str, torch.Tensor] = {}
+    for key, shape in ((k, v.shape) for k, v in target.items()):
+        old = state[key].float()
+        if key.endswith("wscale.b"):
+            value = torch.zeros(shape)
+            value[: old.shape[0]] = old
+        else:
+            value = torch.zeros(shape)
+            cout, cin = old.shape[:2]
+            value[:cout, :cin] = old
+            if shape[0] > cout:
+                value[cout:] = torch.randn((shape[0] - cout, *shape[1:]), generator=gen) * noise
+        widened[key] = value
+    return widened
+
+
+def _initial_generator(config: GanConfig, generator: GrowingGenerator) -> None:
+    """Load ``config.init_from`` (widened to ``config.channels``) into the growing net."""
+    from models.checkpoints import read_weights
+    from models.zoo import resolve_weights
+
+    state = normalize_state_dict(read_weights(resolve_weights(str(config.init_from))))
+    if resolution_for_sizes(sizes_from_state_dict(state)) != config.resolution:
+        raise ValueError(f"init_from {config.init_from}: resolution differs from {config.resolution}")
+    generator.net.load_state_dict(widen_generator_state(state, list(config.channels), seed=config.seed))
 
 
 def _downscale(real: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
@@ -232,13 +291,18 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)["images"]
     reals = torch.from_numpy(data).permute(0, 3, 1, 2)  # uint8, converted per batch
 
-    generator = GrowingGenerator(sizes).to(device)
+    generator = GrowingGenerator(sizes)
+    if config.init_from is not None:
+        _initial_generator(config, generator)
+    generator = generator.to(device)
+    for block in list(generator.net.children())[: config.freeze_layers]:
+        block.requires_grad_(False)
     if len(config.d_channels) != len(sizes) - 1:
         raise ValueError(f"d_channels needs {len(sizes) - 1} widths (4x4 .. {config.resolution}), got {config.d_channels}")
     discriminator = Discriminator(list(config.d_channels)).to(device)
     autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.amp)  # noqa: E731
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
+    opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
     r1_ratio = config.r1_every / (config.r1_every + 1)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr * r1_ratio,
                              betas=(0.0, 0.99 ** r1_ratio), eps=1e-8)
@@ -300,19 +364,21 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
             loss_d.backward()
             opt_d.step()
 
-            # generator step
-            z = torch.randn(batch, z_dim, device=device)
-            with autocast():
-                fake_logits_g = discriminator(generator(z, resolution, alpha), resolution, alpha).float()
-            loss_g = F.softplus(-fake_logits_g).mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            # generator step (not while a fresh discriminator catches up)
+            loss_g = torch.zeros((), device=device)
+            if images_seen >= config.d_warmup_kimg * 1000:
+                z = torch.randn(batch, z_dim, device=device)
+                with autocast():
+                    fake_logits_g = discriminator(generator(z, resolution, alpha), resolution, alpha).float()
+                loss_g = F.softplus(-fake_logits_g).mean()
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
 
-            beta = 0.5 ** (batch / max(config.ema_kimg * 1000, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), generator.parameters()):
-                    p_ema.lerp_(p, 1 - beta)
+                beta = 0.5 ** (batch / max(config.ema_kimg * 1000, 1e-8))
+                with torch.no_grad():
+                    for p_ema, p in zip(ema.parameters(), generator.parameters()):
+                        p_ema.lerp_(p, 1 - beta)
 
             step += 1
             images_seen += batch
