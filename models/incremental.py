@@ -13,6 +13,7 @@ into the cached activations. The pixels equal a full forward's up to float round
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 
 from models.proggan import NormConvBlock, NormUpscaleConvBlock, OutputConvBlock, ProgressiveGenerator
 
-__all__ = ["Box", "SuffixCache", "full_suffix", "render", "update", "changed_box", "window_fraction", "supports"]
+__all__ = ["Box", "SuffixCache", "full_suffix", "render", "render_batch", "update", "changed_box", "window_fraction", "supports"]
 
 Span = tuple[int, int]
 """Half-open range of rows or columns."""
@@ -158,13 +159,37 @@ def render(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Te
     change is recomputed by windows). Returns the cache holding the result (``.image``) and the share of
     the full suffix's work that was done (0 when nothing changed; 1 when it ran in full because the
     change reaches more than ``max_fraction`` of the work)."""
-    box = changed_box(cache.inputs, inputs)
-    if box is None:
-        return cache, 0.0
-    fraction = window_fraction(generator, cache.layer, box)
-    if fraction > max_fraction:
-        return full_suffix(generator, cache.layer, inputs), 1.0
-    return update(generator, cache, inputs, box), fraction
+    (result,), (fraction,) = render_batch(generator, cache.layer, inputs, [cache], max_fraction)
+    return result, fraction
+
+
+def render_batch(generator: ProgressiveGenerator, layer: str, inputs: torch.Tensor,
+                 caches: Sequence[SuffixCache | None], max_fraction: float = 1.0
+                 ) -> tuple[list[SuffixCache], list[float]]:
+    """``render`` for a batch of painters: row ``i`` of ``inputs`` (N, C, h, w) reuses ``caches[i]``
+    (None: no earlier render). Rows that update by windows do so in place; the others (no cache, or a
+    change reaching more than ``max_fraction`` of the work) run the suffix together in one batch, and
+    their caches are views into that batch. Returns one cache per row and the share of work each did."""
+    results: list[SuffixCache | None] = [None] * len(caches)
+    fractions = [1.0] * len(caches)
+    full: list[int] = []
+    for i, cache in enumerate(caches):
+        row = inputs[i:i + 1]
+        if cache is None or cache.layer != layer:
+            full.append(i)
+            continue
+        box = changed_box(cache.inputs, row)
+        fraction = 0.0 if box is None else window_fraction(generator, layer, box)
+        if fraction > max_fraction:
+            full.append(i)
+            continue
+        results[i] = cache if box is None else update(generator, cache, row, box)
+        fractions[i] = fraction
+    if full:
+        batch = full_suffix(generator, layer, inputs[full])
+        for j, i in enumerate(full):
+            results[i] = SuffixCache(layer, inputs[i:i + 1].clone(), [o[j:j + 1] for o in batch.outputs])
+    return results, fractions  # type: ignore[return-value]
 
 
 def update(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Tensor, box: Box) -> SuffixCache:

@@ -18,17 +18,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api import cam, dissection, health, jobs, models, pages, paint, session
-from server.api.errors import ApiError, error_body
+from server.errors import ServiceError, error_body, http_headers
+from server.auth import SessionStore
+from server.bodylimit import BodyLimit
 from server.catalog import Catalog
 from server.devices import resolve_device
 from server.jobs import JobManager
 from server.metrics import Metrics
+from server.ratelimit import KeyedBuckets
 from server.runtime import InferenceExecutor, resolve_precision
 from server.settings import Settings
 
 __all__ = ["create_app", "AppState"]
 
 log = logging.getLogger("ganpaint")
+UPLOAD_ROUTES = ("/api/cam",)
+"""Routes that take pictures: their bodies may be up to ``max_upload_bytes``."""
 
 
 class AppState:
@@ -49,6 +54,8 @@ class AppState:
                                           incremental=settings.incremental,
                                           incremental_bytes=settings.incremental_cache_mb << 20,
                                           incremental_max_fraction=settings.incremental_max_fraction)
+        self.sessions = SessionStore(settings.session_ttl_s)
+        self.login_attempts = KeyedBuckets(settings.login_per_minute / 60, burst=5)
         self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
         self.classifier: torch.nn.Module | None = None
         self.ready = False
@@ -83,16 +90,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="ganpaint", version="1.0",
         description="GAN painting studio API: models, samples, dissection tables, brushes and the painting websocket "
                     "(protocol in docs/api.md).",
-        lifespan=lifespan, max_body_size=settings.max_body_bytes,
+        lifespan=lifespan,
     )
     app.state.ganpaint = state
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       upload_limits={path: settings.max_upload_bytes for path in UPLOAD_ROUTES})
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=http_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,29 +2,69 @@
 
 With ``GANPAINT_TOKEN`` set, every API call and websocket needs it. Programs send it as
 ``Authorization: Bearer <token>`` (REST) or offer the subprotocol ``token.<token>`` (websocket).
-Browsers cannot put a header on ``<img src>`` requests, so ``POST /api/login`` with the token sets a
-session cookie (HttpOnly, so page scripts never see it; SameSite=Strict, so other sites cannot make
-the browser use it) that is accepted beside the header. The cookie holds an HMAC of the token,
-not the token itself, and changes when the token does.
+Browsers cannot put a header on ``<img src>`` requests, so ``POST /api/login`` with the token opens a
+*session*: a random id (not derived from the token) kept by the server with an expiry, sent as a
+cookie (HttpOnly, so page scripts never see it; SameSite=Strict, so other sites cannot make the
+browser use it) that is accepted beside the header. ``POST /api/logout`` revokes the id, sessions
+expire after ``session_ttl_s``, and sign-in attempts are rate limited per client address.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from starlette.websockets import WebSocket
 
-__all__ = ["SESSION_COOKIE", "session_value", "token_supplied", "accept_websocket"]
+__all__ = ["SESSION_COOKIE", "SessionStore", "session_token", "token_supplied", "accept_websocket"]
 
 SESSION_COOKIE = "ganpaint_session"
-_SESSION_CONTEXT = b"ganpaint-session-v1"
 
 
-def session_value(token: str) -> str:
-    """What the session cookie holds for ``token``."""
-    return hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+class SessionStore:
+    """Signed-in browsers: random ids with an expiry; the oldest dropped beyond ``max_sessions``."""
+
+    def __init__(self, ttl_s: float, max_sessions: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.ttl_s, self.max_sessions, self._clock = ttl_s, max_sessions, clock
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self) -> str:
+        session = secrets.token_urlsafe(32)
+        with self._lock:
+            self._expiry[session] = self._clock() + self.ttl_s
+            while len(self._expiry) > self.max_sessions:
+                self._expiry.popitem(last=False)
+        return session
+
+    def valid(self, session: str | None) -> bool:
+        if not session:
+            return False
+        with self._lock:
+            expiry = self._expiry.get(session)
+            if expiry is None:
+                return False
+            if expiry <= self._clock():
+                del self._expiry[session]
+                return False
+            return True
+
+    def revoke(self, session: str | None) -> None:
+        with self._lock:
+            self._expiry.pop(session or "", None)
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+def session_token(settings: Any) -> str | None:
+    """The server token, or None when the server runs without one."""
+    return settings.token.get_secret_value() if settings.token else None
 
 
 def _same(a: str, b: str) -> bool:
@@ -32,8 +72,8 @@ def _same(a: str, b: str) -> bool:
 
 
 def token_supplied(token: str | None, headers: Mapping[str, str], cookies: Mapping[str, str],
-                   subprotocols: Sequence[str] = ()) -> bool:
-    """Whether a request carries the token: Bearer header, ``token.`` subprotocol or session cookie."""
+                   subprotocols: Sequence[str] = (), sessions: SessionStore | None = None) -> bool:
+    """Whether a request carries the token: Bearer header, ``token.`` subprotocol or a live session."""
     if token is None:
         return True
     header = headers.get("authorization", "")
@@ -42,21 +82,27 @@ def token_supplied(token: str | None, headers: Mapping[str, str], cookies: Mappi
     offered = next((p[len("token."):] for p in subprotocols if p.startswith("token.")), None)
     if offered is not None and _same(offered, token):
         return True
-    cookie = cookies.get(SESSION_COOKIE)
-    return cookie is not None and _same(cookie, session_value(token))
+    return sessions is not None and sessions.valid(cookies.get(SESSION_COOKIE))
 
 
 async def accept_websocket(websocket: WebSocket, subprotocol: str | None = None) -> bool:
-    """The handshake every websocket uses: Origin allowed, token present (when the server has one),
-    then accept (with ``subprotocol`` if the client offered it). Refusals close with 1008."""
+    """The handshake every websocket uses: Origin allowed, token present (when the server has one).
+
+    A refusal accepts and then closes with 1008 and a reason that says what to change: refused at the
+    handshake instead, a browser sees only "HTTP 403" as a close code 1006 and cannot tell a wrong
+    host name from a network failure. Nothing is read or sent before the close."""
     settings = websocket.app.state.ganpaint.settings
-    if not settings.origin_allowed(websocket.headers.get("origin")):
-        await websocket.close(code=1008, reason="origin not allowed")
-        return False
-    token = settings.token.get_secret_value() if settings.token else None
     offered = websocket.scope.get("subprotocols") or []
-    if not token_supplied(token, websocket.headers, websocket.cookies, offered):
-        await websocket.close(code=1008, reason="missing or wrong token")
-        return False
+    origin = websocket.headers.get("origin")
+    reason = None
+    if not settings.origin_allowed(origin):
+        reason = f"origin {origin[:60]} not allowed; add it to GANPAINT_ALLOWED_ORIGINS"
+    else:
+        token = session_token(settings)
+        if not token_supplied(token, websocket.headers, websocket.cookies, offered, websocket.app.state.ganpaint.sessions):
+            reason = "token required: sign in at /login"
     await websocket.accept(subprotocol=subprotocol if subprotocol in offered else None)
+    if reason is not None:
+        await websocket.close(code=1008, reason=reason)
+        return False
     return True

@@ -25,12 +25,13 @@ from dissect_core.gandissect import DissectConfig, LayerTable, dissect
 from dissect_core.nethook import private_copy
 from dissect_core.segmenters import Segmenter, load_segmenter
 from dissect_core.tables import TableError, cache_key, cached_table, load_table
-from models.checkpoints import file_sha256, load_generator
+from models.checkpoints import CheckpointError, file_sha256, load_generator
 from models.proggan import ProgressiveGenerator
 from models.world.labels import LABEL_BY_NAME
 from models.zoo import ZooError, get_entry
+from server.errors import ModelUnavailable, UnknownModel
 
-__all__ = ["Catalog", "LoadedModel", "UnknownModel", "TableState", "checkpoint_model_id"]
+__all__ = ["Catalog", "LoadedModel", "TableState", "checkpoint_model_id"]
 
 log = logging.getLogger(__name__)
 _STEM = re.compile(r"[^a-z0-9_-]+")
@@ -39,10 +40,6 @@ _STEM = re.compile(r"[^a-z0-9_-]+")
 def checkpoint_model_id(path: Path) -> str:
     """The id a checkpoint in the operator's models directory is served under (its stem, lower-cased)."""
     return _STEM.sub("-", path.stem.lower()).strip("-")[:64] or "model"
-
-
-class UnknownModel(LookupError):
-    pass
 
 
 @dataclass
@@ -109,22 +106,36 @@ class Catalog:
         return found
 
     def get(self, model_id: str) -> LoadedModel:
+        """The model, loaded on first use (reads weights: call it off the event loop). Raises
+        ``UnknownModel`` for an id the server does not offer, ``ModelUnavailable`` for weights that
+        cannot be loaded (a missing or corrupt file, named in the message)."""
         with self._lock:
             if model_id in self._models:
                 return self._models[model_id]
-            if model_id == self.default_model:
-                get_entry(model_id, self.zoo_dir)  # a missing or broken default is an error naming the file
-            paths = self.available()
-            if model_id not in paths:
-                raise UnknownModel(f"unknown model {model_id!r}; models are {', '.join(sorted(paths)) or 'none'}")
-            weights = paths[model_id]
-            generator = load_generator(weights, device=self.device)
-            generator.requires_grad_(False)
-            edit_layer = "layer4" if "layer4" in generator.layer_names else generator.layer_names[len(generator.layer_names) // 2]
-            shipped = weights.parent / "dissection" if model_id == self.default_model else None
-            model = LoadedModel(model_id, weights, generator, file_sha256(weights), edit_layer, shipped)
-            self._models[model_id] = model
-            return model
+            try:
+                return self._load(model_id)
+            except (CheckpointError, ZooError) as exc:
+                raise ModelUnavailable(f"model {model_id!r} cannot be loaded: {exc}") from exc
+
+    def _load(self, model_id: str) -> LoadedModel:
+        if model_id == self.default_model:
+            get_entry(model_id, self.zoo_dir)  # a missing or broken default is an error naming the file
+        paths = self.available()
+        if model_id not in paths:
+            raise UnknownModel(f"unknown model {model_id!r}; models are {', '.join(sorted(paths)) or 'none'}")
+        weights = paths[model_id]
+        generator = load_generator(weights, device=self.device)
+        generator.requires_grad_(False)
+        edit_layer = "layer4" if "layer4" in generator.layer_names else generator.layer_names[len(generator.layer_names) // 2]
+        shipped = weights.parent / "dissection" if model_id == self.default_model else None
+        model = LoadedModel(model_id, weights, generator, file_sha256(weights), edit_layer, shipped)
+        self._models[model_id] = model
+        return model
+
+    def cached(self, model_id: str) -> LoadedModel | None:
+        """The model if it is loaded already (no I/O)."""
+        with self._lock:
+            return self._models.get(model_id)
 
     def loaded(self) -> list[LoadedModel]:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from models.samples import MAX_SAMPLE_ID
 
@@ -45,13 +45,18 @@ class MaskSpec(Strict):
     soft: bool = False
     """Mean-pool to the layer grid (partial cells get partial strength) instead of max-pool."""
 
+    _bits: torch.Tensor | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _check_length(self) -> MaskSpec:
-        self.to_tensor()
+    def _decode(self) -> MaskSpec:
+        self._bits = self._unpack()  # decoded once, here; to_tensor hands out this tensor
         return self
 
     def to_tensor(self) -> torch.Tensor:
-        """(height, width) float tensor of 0/1."""
+        """(height, width) float tensor of 0/1 (shared: do not modify it in place)."""
+        return self._bits if self._bits is not None else self._unpack()
+
+    def _unpack(self) -> torch.Tensor:
         try:
             raw = base64.b64decode(self.data, validate=True)
         except (binascii.Error, ValueError) as exc:

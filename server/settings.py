@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     """When set, websocket clients must send it (``Sec-WebSocket-Protocol: ganpaint.v1, token.<value>``)
     and REST clients as ``Authorization: Bearer <value>``."""
+    session_ttl_s: float = Field(12 * 3600, ge=60, le=30 * 24 * 3600)
+    """How long a browser's sign-in (the session cookie of ``POST /api/login``) lasts."""
+    login_per_minute: float = Field(10, gt=0, le=10_000)
+    """Sign-in attempts a minute one client address may make (5 at once), in token mode."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Websocket Origin allow-list; empty means the server's own http://host:port (and localhost)."""
     cors_origins: list[str] = Field(default_factory=list)
@@ -62,7 +66,13 @@ class Settings(BaseSettings):
     incremental_max_fraction: float = Field(0.6, gt=0, le=1)
     """A change reaching more than this share of the suffix's work renders in full (batched)."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    """Largest JSON request body (recipes, job parameters)."""
+    max_upload_bytes: int = Field(20 << 20, ge=1024, le=1 << 30)
+    """Largest picture upload (a phone photo is 3-12 MB); pictures are downscaled on the server."""
     ws_max_bytes: int = Field(1 << 20, ge=1024)
+    ws_messages_per_s: float = Field(120.0, gt=0, le=100_000)
+    """Messages a second one painting connection is read at, past its burst (a drag sends about 60)."""
+    ws_message_burst: int = Field(60, ge=1, le=100_000)
 
     job_workers: int = Field(1, ge=1, le=16)
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""

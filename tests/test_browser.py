@@ -45,10 +45,12 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
 
 @pytest.fixture(scope="module")
 def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret"})
+    # on every interface, so that it can also be reached under a second host name (127.0.0.2)
+    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret"}, host="0.0.0.0")
 
 
-def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None):  # noqa: ANN202
+def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None,  # noqa: ANN202
+           host: str = "127.0.0.1"):
     world = "world64" in list_zoo()
     port = free_port()
     env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2",
@@ -62,13 +64,14 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
     # the server's output goes to a file: an unread pipe fills up and then blocks the server's logging
     log_path = tmp_path_factory.mktemp("browser-log") / "server.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port),
+                             "--log-level", "warning"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    auth = {"authorization": f"Bearer {extra['GANPAINT_TOKEN']}"} if extra and "GANPAINT_TOKEN" in extra else {}
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            ready = httpx.get(f"{base}/readyz", timeout=2)  # health endpoints need no token
+            ready = httpx.get(f"{base}/readyz", timeout=2, headers=auth)  # details only with the token
             if ready.status_code == 200 and all(t["status"] == "ready" for t in ready.json()["models"][0]["tables"].values()):
                 break
         except httpx.HTTPError:
@@ -76,9 +79,8 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
         assert proc.poll() is None, log_path.read_text()
         time.sleep(0.5)
     model = "world64" if world else "tiny"
-    auth = {"authorization": f"Bearer {extra['GANPAINT_TOKEN']}"} if extra and "GANPAINT_TOKEN" in extra else {}
     info = httpx.get(f"{base}/api/models/{model}", headers=auth).json()
-    yield {"base": base, "model": model, "world": world, "resolution": info["resolution"], "log": log_path}
+    yield {"base": base, "model": model, "world": world, "resolution": info["resolution"], "log": log_path, "port": port}
     proc.terminate()
     proc.wait(20)
     log_file.close()
@@ -354,3 +356,61 @@ def test_token_mode_sign_in_then_paint(page, token_server: dict) -> None:  # noq
     page.wait_for_function("() => { const imgs = [...document.querySelectorAll('img')];"
                            " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }", timeout=20_000)
     assert pixels(page).std() > 1
+
+
+def _sign_in(page) -> None:  # noqa: ANN001
+    page.wait_for_url("**/login?next=*", timeout=15_000)
+    page.fill("#token", "browser-s3cret")
+    page.click("button[type=submit]")
+
+
+def test_a_shared_link_survives_sign_in_and_next_never_leaves_the_site(browser, token_server: dict) -> None:  # noqa: ANN001
+    """A share link opened in a browser that has not signed in comes back, #r= fragment and all; a
+    ``next`` that a browser would read as another host (backslashes, //) lands on the painter."""
+    base = token_server["base"]
+    context = browser.new_context()
+    page = context.new_page()
+    shared = "/?model=" + token_server["model"] + "#r=eyJ2IjoxfQ"
+    page.goto(base + shared)
+    _sign_in(page)
+    page.wait_for_url(base + shared, timeout=15_000)
+    assert page.evaluate("() => location.hash") == "#r=eyJ2IjoxfQ"
+    for evil in ("/%5Cexample.com/x", "/%5C%5Cexample.org", "//example.com", "https://example.com/", "/%09/example.com"):
+        page.goto(base + "/api/logout")  # (a GET: 405, but the page is on the site again)
+        page.context.clear_cookies()
+        page.goto(base + "/login?next=" + evil)
+        page.fill("#token", "browser-s3cret")
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        page.wait_for_function("() => location.pathname !== '/login'", timeout=15_000)
+        assert page.url.startswith(base + "/"), (evil, page.url)
+    context.close()
+
+
+def test_logout_revokes_the_session(browser, token_server: dict) -> None:  # noqa: ANN001
+    base = token_server["base"]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(base + "/units")
+    _sign_in(page)
+    page.wait_for_url(base + "/units", timeout=15_000)
+    session = {c["name"]: c for c in context.cookies()}["ganpaint_session"]["value"]
+    assert httpx.get(base + "/api/models", cookies={"ganpaint_session": session}).status_code == 200
+    page.evaluate("() => fetch('/api/logout', {method: 'POST'})")
+    # the old cookie value is dead on the server, not only deleted in this browser
+    assert httpx.get(base + "/api/models", cookies={"ganpaint_session": session}).status_code == 401
+    context.close()
+
+
+def test_a_second_host_name_says_why_the_socket_is_refused(page, token_server: dict) -> None:  # noqa: ANN001
+    """The server listens on every interface but allows the Origin of its own name only: reached as
+    http://127.0.0.2:PORT the page loads and the painter says what to set instead of retrying forever."""
+    other = f"http://127.0.0.2:{token_server['port']}"
+    page.goto(other + "/login")
+    page.fill("#token", "browser-s3cret")
+    page.click("button[type=submit]")
+    page.wait_for_url(other + "/", timeout=15_000)
+    page.wait_for_function("() => document.getElementById('banner').textContent.includes('GANPAINT_ALLOWED_ORIGINS')",
+                           timeout=20_000)
+    text = page.locator("#banner").text_content()
+    assert "http://127.0.0.2" in text and "retrying" not in text

@@ -20,16 +20,16 @@ from dissect_core.gandissect import DissectConfig, dissect
 from dissect_core.tables import TABLE_VERSION, load_table, save_table
 from server.app import create_app
 from tests.fake_segmenter import ColourRuleSegmenter
-from tests.test_server import ORIGIN, make_settings, recipe
+from tests.test_server import ORIGIN, hold_painting, make_settings, recipe
 
 
-def test_disconnect_mid_render_drops_the_work(tiny_zoo: Path, tmp_path: Path) -> None:
+def test_disconnect_mid_render_drops_the_work(tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0))
     with TestClient(app) as client:
         state = app.state.ganpaint
         executor = state.executor
         gate = __import__("threading").Event()
-        executor.fail_next = lambda request: gate.wait(5) if request.recipe.sample == 500 else None
+        hold_painting(monkeypatch, executor, lambda recipe: gate.wait(5) if recipe.sample == 500 else None)
         with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 1, "recipe": recipe(sample=500)}))  # blocks the worker
             time.sleep(0.3)
@@ -38,7 +38,7 @@ def test_disconnect_mid_render_drops_the_work(tiny_zoo: Path, tmp_path: Path) ->
         renders_before = executor.renders
         gate.set()
         time.sleep(1.0)
-        executor.fail_next = None
+        monkeypatch.undo()
         metrics = client.get("/metrics").text
         dropped = [line for line in metrics.splitlines() if line.startswith('ganpaint_edits_dropped_total{reason="disconnect"}')]
         assert dropped and float(dropped[0].split()[-1]) >= 1

@@ -103,7 +103,7 @@ def test_supports_only_known_blocks(generator: ProgressiveGenerator) -> None:
 
 
 def test_painter_states_bound_bytes_and_tags() -> None:
-    from server.runtime import PainterStates
+    from server.caches import PainterStates
 
     def cache(n: int) -> incremental.SuffixCache:
         return incremental.SuffixCache("layer4", torch.zeros(n), [torch.zeros(n)])
@@ -151,10 +151,10 @@ def test_websocket_painter_gets_windowed_renders_equal_to_full(tiny_zoo: Path, t
                 ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": seq, "recipe": body}))
                 assert json.loads(ws.receive_text())["type"] == "image"
                 images.append((body, ws.receive_bytes()))
-            fractions = list(executor.work_fraction)[-2:]
-            assert len(executor.painters) == 1
+            fractions = list(executor.painting.work_fraction)[-2:]
+            assert len(executor.painting.painters) == 1
         assert fractions[0] == 1.0 and 0 < fractions[1] < 0.9  # the second stroke was windowed
         for body, data in images:
             full = client.post("/api/render", json=body)  # HTTP: no painter state, full suffix
             assert np.abs(_png(data) - _png(full.content)).max() <= 1
-        assert len(executor.painters) == 0  # the painter left: its state is dropped
+        assert len(executor.painting.painters) == 0  # the painter left: its state is dropped

@@ -92,7 +92,7 @@ def test_bf16_rendering_is_close_to_fp32_and_undo_is_exact(tiny_zoo: Path, tmp_p
     with torch.no_grad():
         expected = to_uint8(generator(z_tensor([7], generator.z_dim)))[0].astype(int)
     with TestClient(create_app(settings)) as bf16_client:
-        assert bf16_client.app.state.ganpaint.executor.dtype == torch.bfloat16
+        assert bf16_client.app.state.ganpaint.executor.painting.dtype == torch.bfloat16
         first = bf16_client.get("/api/models/world64/samples/7.png").content
         diff = np.abs(png(first) - expected)
         assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8, (diff.mean(), diff.max())
@@ -160,7 +160,7 @@ def test_malformed_json_and_oversize_body(client: TestClient) -> None:
     bad = client.post("/api/render", content=b"{not json", headers={"content-type": "application/json"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     huge = client.post("/api/render", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
-    assert huge.status_code == 413
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "too_large"
 
 
 def test_websocket_paint_protocol(client: TestClient) -> None:
@@ -281,22 +281,31 @@ def test_token_mode_guards_job_streams_and_signs_browsers_in(tiny_zoo: Path, tmp
         assert "max-age=0" in c.post("/api/logout").headers["set-cookie"].lower()
 
 
-def test_executor_failure_hits_one_request_only(client: TestClient) -> None:
+def hold_painting(monkeypatch: pytest.MonkeyPatch, executor, before) -> None:  # noqa: ANN001
+    """Run ``before(recipe)`` on the worker thread ahead of each render (to block or fail it)."""
+    strokes = executor.painting.strokes
+
+    def held(model, layer, recipe):  # noqa: ANN001, ANN202
+        before(recipe)
+        return strokes(model, layer, recipe)
+
+    monkeypatch.setattr(executor.painting, "strokes", held)
+
+
+def test_executor_failure_hits_one_request_only(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     executor = client.app.state.ganpaint.executor
 
-    def fail_sample_7(request) -> None:  # noqa: ANN001
-        if request.recipe.sample == 7:
+    def fail_sample_7(recipe) -> None:  # noqa: ANN001
+        if recipe.sample == 7:
             raise RuntimeError("injected fault")
 
-    executor.fail_next = fail_sample_7
-    try:
-        assert client.post("/api/render", json=recipe(sample=7)).status_code == 500
-        assert client.post("/api/render", json=recipe(sample=8)).status_code == 200
-    finally:
-        executor.fail_next = None
+    hold_painting(monkeypatch, executor, fail_sample_7)
+    failed = client.post("/api/render", json=recipe(sample=7))
+    assert failed.status_code == 500 and failed.json()["error"]["code"] == "render_failed"
+    assert client.post("/api/render", json=recipe(sample=8)).status_code == 200
 
 
-def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
+def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
     import queue as queue_module
 
@@ -309,7 +318,7 @@ def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
         executor = app.state.ganpaint.executor
         model = app.state.ganpaint.catalog.get("tiny")
         gate = __import__("threading").Event()
-        executor.fail_next = lambda request: gate.wait(5)
+        hold_painting(monkeypatch, executor, lambda recipe: gate.wait(5))
 
         async def flood() -> list:
             tasks = [asyncio.ensure_future(executor.render(model, Recipe(model="tiny", sample=i))) for i in range(4)]
@@ -318,7 +327,7 @@ def test_busy_when_the_queue_is_full(tiny_zoo: Path, tmp_path: Path) -> None:
             return await asyncio.gather(*tasks, return_exceptions=True)
 
         results = run_async(flood())
-        executor.fail_next = None
+        monkeypatch.undo()
         busy = [r for r in results if isinstance(r, Busy)]
         done = [r for r in results if not isinstance(r, Exception)]
         assert len(busy) >= 2 and len(done) >= 1  # a queue of one: at most one waiting, one running
@@ -424,8 +433,8 @@ def test_cam_bad_input(client: TestClient, files: dict, data: dict, status: int,
 
 
 def test_cam_upload_too_many_bytes(client: TestClient) -> None:
-    response = client.post("/api/cam", files={"image": ("x.png", b"\x89PNG" + b"0" * (2 << 20), "image/png")})
-    assert response.status_code == 413
+    response = client.post("/api/cam", files={"image": ("x.png", b"\x89PNG" + b"0" * (21 << 20), "image/png")})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
 
 
 def _wait_job(c: TestClient, job_id: str, timeout: float = 60) -> dict:

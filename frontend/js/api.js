@@ -18,9 +18,10 @@ export class ApiError extends Error {
   }
 }
 
-// Token mode: a page without the session cookie goes to the sign-in page and comes back afterwards.
+// Token mode: a page without the session cookie goes to the sign-in page and comes back afterwards,
+// to the same place (a share link's #r= fragment included).
 export function signIn() {
-  location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+  location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search + location.hash));
 }
 
 async function check(response) {

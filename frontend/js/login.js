@@ -2,10 +2,19 @@
 const form = document.getElementById("login-form");
 const error = document.getElementById("login-error");
 
-function nextPage() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  // only paths on this server (never "//host" or "https://...")
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+// Where to go after signing in: only a page of this server. The address is resolved the way the
+// browser will resolve it (so "/\\evil.example" or "//evil.example", which browsers read as another
+// host, are refused), and only its path, query and fragment are kept.
+export function nextPage(next = new URLSearchParams(location.search).get("next")) {
+  if (!next) return "/";
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch (_) {
+    return "/";
+  }
+  if (url.origin !== location.origin || !next.startsWith("/")) return "/";
+  return url.pathname + url.search + url.hash;
 }
 
 form.addEventListener("submit", async (event) => {

@@ -36,8 +36,12 @@ function banner(kind, text) {
 const socket = new PaintSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/paint`);
 window.ganpaintSocket = socket;
 socket.addEventListener("status", (event) => {
-  const { state: s, retryIn } = event.detail;
+  const { state: s, retryIn, reason } = event.detail;
   if (s === "connecting") banner("info", "connecting…");
+  else if (s === "refused") {
+    banner("error", `The server refused the painting connection: ${reason}. The operator sets ` +
+      `GANPAINT_ALLOWED_ORIGINS to the address in this browser's bar (${location.origin}), then restarts it.`);
+  }
   else if (s === "closed") banner("error", `disconnected — retrying in ${(retryIn / 1000).toFixed(1)} s`);
   else if (s === "open") {
     banner(state.building ? "info" : "", state.building ? "computing brushes…" : "");
@@ -49,7 +53,7 @@ socket.addEventListener("error", (event) => {
   if (code === "busy" || code === "deadline") {
     banner("warn", "server busy — retrying");
     setTimeout(() => requestRender(false), 400);
-  } else if (code === "tables_not_ready") {
+  } else if (code === "tables_building") {
     banner("info", "computing brushes…");
     setTimeout(() => requestRender(false), 1500);
   } else {

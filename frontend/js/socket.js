@@ -30,10 +30,16 @@ export class PaintSocket extends EventTarget {
       this.pendingHeader = null;
       if (this.closedByUser) return;
       if (event.code === 1008) {
-        // refused at the handshake: sign in when the server wants a token this browser lacks
+        // refused by policy; the reason says what to change. A page reached under a host name the
+        // server does not allow: no retry would help, so say why and stop.
+        if (event.reason.startsWith("origin")) {
+          this.emit("status", { state: "refused", reason: event.reason });
+          return;
+        }
+        // sign in when the server wants a token this browser lacks (the #r= share link survives)
         const state = await fetch("/api/session").then((r) => r.json()).catch(() => null);
         if (state && state.token_required && !state.authenticated) {
-          location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+          location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search + location.hash));
           return;
         }
       }

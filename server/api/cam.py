@@ -20,7 +20,6 @@ from dissect_core.cam import METHODS, make_method, overlay
 from models.imaging import to_png_bytes
 from server.api.deps import get_classifier, get_state, require_token
 from server.api.errors import ApiError, responses
-from server.runtime import RenderError
 
 router = APIRouter(prefix="/api", tags=["cam"], dependencies=[Depends(require_token)])
 MAX_PIXELS = 4096 * 4096
@@ -55,10 +54,13 @@ def decode_upload(data: bytes, size: int) -> np.ndarray:
     width, height = image.size
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         raise ApiError(413, "too_many_pixels", f"{width}x{height} is over the limit of {MAX_PIXELS:,} pixels")
+    if image.format == "JPEG":
+        image.draft("RGB", (2 * size, 2 * size))  # decode a large photo at a fraction of its size
     try:
         image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         raise ApiError(422, "not_an_image", "the image data is damaged") from None
+    width, height = image.size  # a JPEG's draft decode is smaller than its header says
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
@@ -94,9 +96,9 @@ async def cam(
     boxes: list[list[int]] = []
     truth = None
     if image is not None:
-        data = await image.read(state.settings.max_body_bytes + 1)
-        if len(data) > state.settings.max_body_bytes:
-            raise ApiError(413, "too_large", f"uploads are limited to {state.settings.max_body_bytes} bytes")
+        data = await image.read(state.settings.max_upload_bytes + 1)
+        if len(data) > state.settings.max_upload_bytes:
+            raise ApiError(413, "too_large", f"uploads are limited to {state.settings.max_upload_bytes:,} bytes")
         pixels = decode_upload(data, size)
     else:
         from models.world import SCENES, render_scene, world_seed
@@ -134,7 +136,4 @@ async def cam(
             "image": _data_url(pixels), "truth": truth, "boxes": boxes, "results": results,
         }
 
-    try:
-        return await state.executor.call(work, inference=False)
-    except RenderError as exc:
-        raise ApiError(503, exc.code, str(exc), {"Retry-After": "1"}) from None
+    return await state.executor.call(work, inference=False)

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 from fastapi import Depends, Request
 
 from server.api.errors import ApiError
-from server.auth import token_supplied
-from server.catalog import LoadedModel, UnknownModel
+from server.auth import session_token, token_supplied
+from server.catalog import LoadedModel
 from models.checkpoints import CheckpointError
 from models.zoo import ZooError
 
-__all__ = ["get_state", "require_token", "get_model", "get_classifier", "check_layer"]
+__all__ = ["get_state", "has_token", "require_token", "get_model", "load_model", "get_classifier", "check_layer"]
 
 
 def get_state(request: Request):  # noqa: ANN201 - AppState, imported lazily to avoid a cycle
     return request.app.state.ganpaint
 
 
+def has_token(request: Request, state=Depends(get_state)) -> bool:  # noqa: ANN001
+    """Whether the request may see everything: no server token, or it carries it (header or session)."""
+    return token_supplied(session_token(state.settings), request.headers, request.cookies, sessions=state.sessions)
+
+
 def require_token(request: Request, state=Depends(get_state)) -> None:  # noqa: ANN001
-    token = state.settings.token
-    if token is None:
-        return
-    if not token_supplied(token.get_secret_value(), request.headers, request.cookies):
+    if not has_token(request, state):
         raise ApiError(401, "unauthorized", "a valid token is required (Authorization: Bearer <token>, or sign "
                                             "in at /login for the session cookie)", {"WWW-Authenticate": "Bearer"})
 
@@ -37,13 +41,15 @@ def get_classifier(state=Depends(get_state)) -> torch.nn.Module:  # noqa: ANN001
         raise ApiError(404, "no_classifier", str(exc)) from None
 
 
-def get_model(model_id: str, state=Depends(get_state)) -> LoadedModel:  # noqa: ANN001
-    try:
-        return state.catalog.get(model_id)
-    except UnknownModel as exc:
-        raise ApiError(404, "unknown_model", str(exc)) from None
-    except (CheckpointError, ZooError) as exc:
-        raise ApiError(404, "model_unavailable", f"model {model_id!r} cannot be loaded: {exc}") from None
+async def get_model(model_id: str, state=Depends(get_state)) -> LoadedModel:  # noqa: ANN001
+    """The model (``UnknownModel`` / ``ModelUnavailable`` become 404s); its first load reads the weights
+    on a worker thread, never on the event loop."""
+    return await load_model(state, model_id)
+
+
+async def load_model(state, model_id: str) -> LoadedModel:  # noqa: ANN001
+    loaded = state.catalog.cached(model_id)
+    return loaded if loaded is not None else await asyncio.to_thread(state.catalog.get, model_id)
 
 
 def check_layer(model: LoadedModel, layer: str) -> None:

@@ -18,7 +18,6 @@ from server.api.deps import check_layer, get_model, get_state, require_token
 from server.api.errors import ApiError, responses
 from server.api.models import PNG
 from server.catalog import LoadedModel
-from server.runtime import RenderError
 from server.schemas import ID_PATTERN, LAYER_PATTERN
 
 router = APIRouter(prefix="/api/models/{model_id}/layers/{layer}", tags=["dissection"],
@@ -45,10 +44,7 @@ def _unit(table: LayerTable, unit: int) -> None:
 
 
 async def _on_executor(state: Any, fn: Any) -> Any:
-    try:
-        return await state.executor.call(fn)
-    except RenderError as exc:
-        raise ApiError(503, exc.code, str(exc), {"Retry-After": "1"}) from None
+    return await state.executor.call(fn)
 
 
 @router.get("/dissection", summary="The layer's dissection table: units, labels, IoU, levels, rankings",

@@ -1,10 +1,12 @@
-"""One error shape for every REST failure: ``{"error": {"code", "message"}}``, documented in OpenAPI."""
+"""REST side of the error hierarchy (``server.errors``): ``ApiError`` for route checks, OpenAPI entries."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel
+
+from server.errors import ServiceError, error_body
 
 __all__ = ["ApiError", "ErrorBody", "error_body", "responses"]
 
@@ -19,17 +21,11 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class ApiError(Exception):
+class ApiError(ServiceError):
+    """A route's own refusal, status first (``ApiError(404, "unknown_unit", "...")``)."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    return {"error": body}
+        super().__init__(message, code, status, headers)
 
 
 _DESCRIPTIONS = {
@@ -39,6 +35,7 @@ _DESCRIPTIONS = {
     409: "Superseded by a newer request",
     413: "Request body too large",
     422: "Request failed validation (strict types, bounds, unknown brush, unit out of range)",
+    429: "Too many sign-in attempts; wait for Retry-After seconds",
     503: "Busy (queue full, deadline passed) or tables still building; retry later",
 }
 

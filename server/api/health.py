@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from server.api.deps import get_state
+from server.api.deps import get_state, has_token, require_token
 
 router = APIRouter(tags=["health"])
 
@@ -19,16 +19,19 @@ def livez() -> dict[str, str]:
 
 @router.get("/readyz", summary="Ready to paint: model loaded, executor running, queue not full; tables progress",
             responses={503: {"description": "Not ready (starting, draining or saturated)"}})
-def readyz(state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
-    models: list[dict[str, Any]] = [m.describe() for m in state.catalog.loaded()]
+def readyz(state=Depends(get_state), details: bool = Depends(has_token)) -> JSONResponse:  # noqa: ANN001
+    """The status for load balancers; the details (device, queue, models) only with the token."""
     saturated = state.executor.depth >= state.settings.queue_size
     ready = state.ready and not state.draining and not saturated
-    body = {"status": "ready" if ready else ("draining" if state.draining else "starting" if not state.ready else "busy"),
-            "device": str(state.device), "queue_depth": state.executor.depth, "models": models}
+    body: dict[str, Any] = {"status": "ready" if ready else ("draining" if state.draining else
+                                                             "starting" if not state.ready else "busy")}
+    if details:
+        body.update(device=str(state.device), queue_depth=state.executor.depth,
+                    models=[m.describe() for m in state.catalog.loaded()])
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics (edit latency, queue depth, batch size, ...)",
-            response_class=Response)
+            response_class=Response, dependencies=[Depends(require_token)])
 def metrics(state=Depends(get_state)) -> Response:  # noqa: ANN001
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -154,7 +154,7 @@ def start_topk(request: TopkRequest, state=Depends(get_state),  # noqa: ANN001
 @router.post("/dissect", status_code=202, summary="GAN dissection of another layer or sample count (a job)",
              responses=responses(404, 422, 503))
 def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
-    model = get_model(request.model, state)
+    model = state.catalog.get(request.model)  # a sync route: runs on a worker thread
     if request.layer not in model.generator.layer_names or request.layer.startswith("output"):
         raise ApiError(404, "unknown_layer", f"model {model.id!r} has no editable layer {request.layer!r}")
     segmenter = state.catalog.segmenter()

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from models.samples import MAX_SAMPLE_ID
-from server.api.deps import get_model, get_state, require_token
+from server.api.deps import get_model, get_state, load_model, require_token
 from server.api.errors import ApiError, responses
 from server.catalog import LoadedModel
-from server.runtime import RenderError
 from server.schemas import ID_PATTERN, Recipe
 
 router = APIRouter(prefix="/api", tags=["models"], dependencies=[Depends(require_token)])
@@ -22,11 +21,7 @@ PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
 
 
 async def render_png(state: Any, model: LoadedModel, recipe: Recipe) -> Response:
-    try:
-        result = await state.executor.render(model, recipe)
-    except RenderError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        raise ApiError(exc.status if exc.status < 500 or exc.status == 503 else 500, exc.code, str(exc), headers) from None
+    result = await state.executor.render(model, recipe)
     return Response(result.data, media_type="image/png",
                     headers={"X-Render-Ms": str(result.timings["compute_ms"]), "Cache-Control": "no-store"})
 
@@ -71,5 +66,5 @@ async def sample_image(model_id: ModelId, sample_id: Annotated[int, Path(ge=0, l
 @router.post("/render", summary="Render an edit recipe (stateless) to PNG", response_class=Response,
              responses={**PNG, **responses(400, 404, 413, 503)})
 async def render(recipe: Recipe, state=Depends(get_state)) -> Response:  # noqa: ANN001
-    model = get_model(recipe.model, state)
+    model = await load_model(state, recipe.model)
     return await render_png(state, model, recipe)

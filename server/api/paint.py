@@ -19,11 +19,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnected
 from pydantic import TypeAdapter, ValidationError
 
+from server.api.deps import load_model
 from server.auth import accept_websocket
-from server.catalog import UnknownModel
-from server.runtime import RenderError, Superseded
+from server.errors import ServiceError, Superseded
+from server.ratelimit import TokenBucket
 from server.schemas import EditMessage, ErrorMessage, ImageHeader
 
 router = APIRouter()
@@ -44,6 +46,9 @@ async def paint(websocket: WebSocket) -> None:
     metrics.ws_connections.inc()
     send_lock = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
+    # fair share: past its rate a connection is read more slowly (TCP pushes back on the sender), so a
+    # client sending as fast as it can costs the server no more than a fast painter does
+    bucket = TokenBucket(settings.ws_messages_per_s, settings.ws_message_burst)
 
     async def send_error(seq: int | None, code: str, message: str) -> None:
         metrics.errors.labels(code=code).inc()
@@ -53,28 +58,32 @@ async def paint(websocket: WebSocket) -> None:
     async def handle(message: EditMessage) -> None:
         received = time.monotonic()
         try:
-            model = state.catalog.get(message.recipe.model)
-            result = await state.executor.render(model, message.recipe, message.preview, client)
-        except Superseded:
-            return
-        except UnknownModel as exc:
-            await send_error(message.seq, "unknown_model", str(exc))
-            return
-        except RenderError as exc:
-            await send_error(message.seq, exc.code, str(exc))
-            return
-        header = ImageHeader(seq=message.seq, format=result.format, width=result.width, height=result.height,
-                             bytes=len(result.data), timings=result.timings, batch=result.batch)
-        async with send_lock:
-            await websocket.send_text(header.model_dump_json())
-            await websocket.send_bytes(result.data)
-        metrics.edit_latency.observe(time.monotonic() - received)
+            try:
+                model = await load_model(state, message.recipe.model)
+                result = await state.executor.render(model, message.recipe, message.preview, client)
+            except Superseded:
+                return  # counted in metrics; the newer recipe gets the answer
+            except ServiceError as exc:
+                await send_error(message.seq, exc.code, exc.message)
+                return
+            header = ImageHeader(seq=message.seq, format=result.format, width=result.width, height=result.height,
+                                 bytes=len(result.data), timings=result.timings, batch=result.batch)
+            async with send_lock:
+                await websocket.send_text(header.model_dump_json())
+                await websocket.send_bytes(result.data)
+            metrics.edit_latency.observe(time.monotonic() - received)
+        except (WebSocketDisconnect, WebSocketDisconnected):
+            pass  # the painter left while its image was made: nobody to tell
 
     try:
         while True:
             incoming: dict[str, Any] = await websocket.receive()
             if incoming["type"] == "websocket.disconnect":
                 break
+            wait = bucket.take()
+            if wait:
+                metrics.ws_messages.labels(type="throttled").inc()
+                await asyncio.sleep(wait)
             text = incoming.get("text")
             if text is None:
                 metrics.ws_messages.labels(type="binary").inc()
@@ -107,8 +116,10 @@ async def paint(websocket: WebSocket) -> None:
 
 
 def _seq_of(text: str) -> int | None:
+    """The ``seq`` of a message that failed validation, to answer it by; None when there is none.
+    Nesting deeper than Python's recursion limit (``[[[[...``) is a bad message, not a crash."""
     try:
         seq = json.loads(text).get("seq")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

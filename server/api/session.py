@@ -1,20 +1,23 @@
-"""Browser sign-in for token mode: ``POST /api/login`` sets the session cookie, ``/api/logout`` clears it.
+"""Browser sign-in for token mode: ``POST /api/login`` opens a session, ``/api/logout`` revokes it.
 
 Programs keep using ``Authorization: Bearer``; pages cannot (``<img src>`` sends no header), so the
-login page exchanges the token once for an HttpOnly, SameSite=Strict cookie (``server.auth``).
+login page exchanges the token once for a session cookie (``server.auth``): a random id the server
+keeps until it expires (``GANPAINT_SESSION_TTL_S``) or the browser logs out. Sign-in attempts are
+rate limited per client address (``GANPAINT_LOGIN_PER_MINUTE``): past it, 429 with Retry-After.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import get_state
+from server.api.deps import get_state, has_token
 from server.api.errors import ApiError, responses
-from server.auth import SESSION_COOKIE, session_value, token_supplied
+from server.auth import SESSION_COOKIE, session_token
 
 router = APIRouter(tags=["session"])
 
@@ -31,27 +34,33 @@ class SessionState(BaseModel):
 
 @router.get("/api/session", summary="Whether the server needs a token and this browser has signed in")
 def session(request: Request, state=Depends(get_state)) -> SessionState:  # noqa: ANN001
-    token = state.settings.token.get_secret_value() if state.settings.token else None
-    return SessionState(token_required=token is not None,
-                        authenticated=token_supplied(token, request.headers, request.cookies))
+    return SessionState(token_required=session_token(state.settings) is not None,
+                        authenticated=has_token(request, state))
 
 
-@router.post("/api/login", status_code=204, response_class=Response, responses=responses(401),
-             summary="Exchange the server token for a session cookie (HttpOnly, SameSite=Strict)")
+@router.post("/api/login", status_code=204, response_class=Response, responses=responses(401, 429),
+             summary="Exchange the server token for a session cookie (HttpOnly, SameSite=Strict, expiring)")
 def login(body: LoginRequest, request: Request, state=Depends(get_state)) -> Response:  # noqa: ANN001
-    token = state.settings.token.get_secret_value() if state.settings.token else None
+    token = session_token(state.settings)
     response = Response(status_code=204)
     if token is None:
         return response  # nothing to sign in to
+    wait = state.login_attempts.try_take(request.client.host if request.client else "unknown")
+    if wait:
+        raise ApiError(429, "too_many_attempts", f"too many sign-in attempts; try again in {math.ceil(wait)} s",
+                       {"Retry-After": str(math.ceil(wait))})
     if not hmac.compare_digest(body.token.encode(), token.encode()):
         raise ApiError(401, "unauthorized", "wrong token")
-    response.set_cookie(SESSION_COOKIE, session_value(token), httponly=True, samesite="strict", path="/",
-                        secure=request.url.scheme == "https")
+    state.sessions.revoke(request.cookies.get(SESSION_COOKIE))
+    response.set_cookie(SESSION_COOKIE, state.sessions.open(), max_age=int(state.settings.session_ttl_s),
+                        httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
     return response
 
 
-@router.post("/api/logout", status_code=204, response_class=Response, summary="Clear the session cookie")
-def logout() -> Response:
+@router.post("/api/logout", status_code=204, response_class=Response,
+             summary="Revoke this browser's session and clear its cookie")
+def logout(request: Request, state=Depends(get_state)) -> Response:  # noqa: ANN001
+    state.sessions.revoke(request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
