@@ -39,7 +39,8 @@ def build(model_id: str, zoo_dir: Path | None, models_dir: Path | None = None) -
                       None if models_dir else settings.segmenter, torch.device("cpu"),
                       settings.dissect_samples, settings.causal_samples, zoo_dir)
     model = catalog.get(model_id)
-    catalog.ensure_table(model, model.edit_layer, background=False)
+    if catalog.lookup_table(model, model.edit_layer).status == "missing":
+        catalog.build_table(model, model.edit_layer)
     lock = threading.Lock()
     app = FastAPI()
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dissect_core.gandissect import LayerTable
+from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter
 from models.samples import z_tensor
 
@@ -41,8 +42,11 @@ def _batches(ids: Sequence[int], size: int) -> list[list[int]]:
 @torch.no_grad()
 def single_unit_effects(generator: torch.nn.Module, layer: str, segmenter: Segmenter, ids: Sequence[int],
                         seed: int = 1, batch_size: int = 32, units: Sequence[int] | None = None,
-                        progress: Progress | None = None) -> np.ndarray:
-    """(units, labels) share of each label's pixels removed by ablating each unit alone."""
+                        progress: Progress | None = None, checkpoint: Checkpoint | None = None) -> np.ndarray:
+    """(units, labels) share of each label's pixels removed by ablating each unit alone.
+
+    With a ``checkpoint`` the sums are saved as units are done, and a restarted run goes on from there
+    (the sums are added in the same order, so the result is the same)."""
     channels = generator.layer_shape(layer)[0]
     units = list(range(channels)) if units is None else list(units)
     n_labels = len(segmenter.labels)
@@ -50,15 +54,28 @@ def single_unit_effects(generator: torch.nn.Module, layer: str, segmenter: Segme
     removed = torch.zeros(channels, n_labels, dtype=torch.float64, device=device)
     base_total = torch.zeros(n_labels, dtype=torch.float64, device=device)
     batches = _batches(ids, batch_size)
+    saved = checkpoint.load() if checkpoint is not None else None
+    position = 0  # (batch, unit) steps already summed
+    if saved is not None:
+        removed, base_total = saved["removed"].to(device), saved["base_total"].to(device)
+        position = int(saved["position"])
     for b, batch in enumerate(batches):
+        if (b + 1) * len(units) <= position:
+            continue
         x = generator.forward_to(layer, z_tensor(batch, generator.z_dim, seed, device))
         base = label_counts(segmenter(generator.forward_from(layer, x).clamp(-1, 1)), n_labels).double()
-        base_total += base.sum(0)
+        if b * len(units) >= position:  # this batch's base counts are not in the saved sums yet
+            base_total += base.sum(0)
         for step, unit in enumerate(units):
+            if b * len(units) + step < position:
+                continue
             ablated = x.clone()
             ablated[:, unit] = 0
             counts = label_counts(segmenter(generator.forward_from(layer, ablated).clamp(-1, 1)), n_labels).double()
             removed[unit] += (base - counts).sum(0)
+            if checkpoint is not None:
+                checkpoint.save({"removed": removed.cpu(), "base_total": base_total.cpu(),
+                                 "position": b * len(units) + step + 1})
             if progress is not None:
                 progress("causal", b * len(units) + step + 1, len(batches) * len(units))
     effects = removed / base_total.clamp(min=1)

@@ -34,6 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from dissect_core.nethook import Trace
+from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter, category_index
 from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
 from dissect_core.stats import ConceptFeatures, IoUTally, LevelTally, TopImages, TopValues, quantile_rank
@@ -292,8 +293,13 @@ def dissect(
     config: DissectConfig = DissectConfig(),
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, LayerTable]:
-    """Dissect ``layers`` of ``generator``; returns one ``LayerTable`` per layer."""
+    """Dissect ``layers`` of ``generator``; returns one ``LayerTable`` per layer.
+
+    With a ``checkpoint`` (one process only), the statistics are saved as the passes go and a run
+    started again with the same inputs continues after the last saved batch, to the same table.
+    """
     if not layers:
         raise ValueError("at least one layer is needed")
     if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
@@ -306,8 +312,11 @@ def dissect(
     shapes = {layer: generator.layer_shape(layer) for layer in layers}
     label_size = config.label_size or max(generator.resolution // 2, max(s[1] for s in shapes.values()))
     rank, world = _rank_and_world()
+    if checkpoint is not None and world > 1:
+        raise ValueError("checkpointed dissection runs in one process (torchrun shards are not checkpointed)")
     calibration = len(_calibration_batches(config)[rank::world]) if config.threshold == "iqr" else 0
     total_batches = 2 * len(batches) + calibration
+    saved = checkpoint.load() if checkpoint is not None else None
 
     def report(stage: str, done: int) -> None:
         if cancelled is not None and cancelled():
@@ -324,34 +333,71 @@ def dissect(
             raise ValueError(f"{layer}: {config.samples} samples need {keep * units:,} kept values; use fewer samples")
         tops[layer] = TopValues(units, keep, device)
         images[layer] = TopImages(units, config.topk, device)
-    for done, batch in enumerate(batches, start=1):
-        z = z_tensor(batch, z_dim, seed=config.seed, device=device)
-        with Trace(generator, layers, stop=True) as trace:
-            generator(z)
-        for layer in layers:
-            acts = trace[layer].float()
-            tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
-            images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
-        report("levels", done)
-    for layer in layers:
-        tops[layer].all_reduce()
-        images[layer].all_reduce()
-    levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
-    q99 = {layer: tops[layer].quantile(config.insert_quantile) for layer in layers}
-
-    # IQR mode: each unit's most informative level, chosen on the run's first images
     category_of = category_index(segmenter)
     iqr: dict = {}
     iqr_labels: dict = {}
-    if config.threshold == "iqr":
-        candidates = _calibration_levels(generator, layers, config, shapes)
-        levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size, category_of,
-                                         lambda done: report("calibrate", len(batches) + done))
+    if saved is not None and saved["stage"] == "iou":  # pass 1 (and the IQR calibration) finished before
+        for layer in layers:
+            images[layer].load_state_dict(saved["images"][layer])
+        levels = {layer: saved["levels"][layer].to(device) for layer in layers}
+        q99 = {layer: saved["q99"][layer].to(device) for layer in layers}
+        iqr = {layer: v.to(device) for layer, v in saved["iqr"].items()}
+        iqr_labels = {layer: v.to(device) for layer, v in saved["iqr_labels"].items()}
+    else:
+        first = 0
+        if saved is not None and saved["stage"] == "levels":
+            first = int(saved["done"])
+            for layer in layers:
+                tops[layer].load_state_dict(saved["tops"][layer])
+                images[layer].load_state_dict(saved["images"][layer])
+            report("levels", first)
+        for done, batch in enumerate(batches, start=1):
+            if done <= first:
+                continue
+            z = z_tensor(batch, z_dim, seed=config.seed, device=device)
+            with Trace(generator, layers, stop=True) as trace:
+                generator(z)
+            for layer in layers:
+                acts = trace[layer].float()
+                tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+                images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
+            if checkpoint is not None:
+                checkpoint.save({"stage": "levels", "done": done,
+                                 "tops": {layer: tops[layer].state_dict() for layer in layers},
+                                 "images": {layer: images[layer].state_dict() for layer in layers}})
+            report("levels", done)
+        for layer in layers:
+            tops[layer].all_reduce()
+            images[layer].all_reduce()
+        levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
+        q99 = {layer: tops[layer].quantile(config.insert_quantile) for layer in layers}
+
+        # IQR mode: each unit's most informative level, chosen on the run's first images
+        if config.threshold == "iqr":
+            candidates = _calibration_levels(generator, layers, config, shapes)
+            levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size,
+                                                         category_of,
+                                                         lambda done: report("calibrate", len(batches) + done))
+        saved = None
+    levels_state = {"levels": {k: v.cpu() for k, v in levels.items()}, "q99": {k: v.cpu() for k, v in q99.items()},
+                    "iqr": {k: v.cpu() for k, v in iqr.items()}, "iqr_labels": {k: v.cpu() for k, v in iqr_labels.items()},
+                    "images": {layer: images[layer].state_dict() for layer in layers}}
 
     # pass 2: IoU with segmenter labels
     tallies = {layer: IoUTally(shapes[layer][0], category_of, device) for layer in layers}
     features = {layer: ConceptFeatures(shapes[layer][0], len(category_of), device) for layer in layers}
+    first = 0
+    if saved is not None:
+        first = int(saved["done"])
+        for layer in layers:
+            tallies[layer].load_state_dict(saved["tallies"][layer])
+            features[layer].load_state_dict(saved["features"][layer])
+        report("iou", len(batches) + calibration + first)
+    elif checkpoint is not None:
+        checkpoint.save({"stage": "iou", "done": 0, **levels_state}, force=True)  # the levels are never recomputed
     for done, batch in enumerate(batches, start=1):
+        if done <= first:
+            continue
         z = z_tensor(batch, z_dim, seed=config.seed, device=device)
         with Trace(generator, layers) as trace:
             generated = generator(z)
@@ -360,6 +406,10 @@ def dissect(
             tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
             if label_size % shapes[layer][1] == 0:
                 features[layer].add(trace[layer].float(), labels)
+        if checkpoint is not None:
+            checkpoint.save({"stage": "iou", "done": done, **levels_state,
+                             "tallies": {layer: tallies[layer].state_dict() for layer in layers},
+                             "features": {layer: features[layer].state_dict() for layer in layers}})
         report("iou", len(batches) + calibration + done)
     tables = {}
     for layer in layers:

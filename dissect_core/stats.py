@@ -506,6 +506,13 @@ class ConceptFeatures:
         self.feature_sum += other.feature_sum
         self.cells += other.cells
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"feature_sum": self.feature_sum.cpu(), "cells": self.cells.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.feature_sum.device
+        self.feature_sum, self.cells = state["feature_sum"].to(device), state["cells"].to(device)
+
     def all_reduce(self) -> None:
         dist = _dist()
         if dist is not None:

@@ -7,6 +7,7 @@ background so the app answers (``/readyz`` says what is still building) while it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from server.metrics import Metrics
 from server.ratelimit import KeyedBuckets
 from server.runtime import InferenceExecutor, resolve_precision
 from server.settings import Settings
+from server.tables import ensure_edit_table
 
 __all__ = ["create_app", "AppState"]
 
@@ -47,7 +49,7 @@ class AppState:
         self.metrics = Metrics()
         self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
-                               settings.dissect_threshold)
+                               settings.dissect_threshold, settings.checkpoint_every_s)
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items,
                                           resolve_precision(settings.precision, self.device),
@@ -73,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = state.catalog.get(settings.default_model)  # raises (startup fails) on a bad zoo file
         state.executor.start()
-        state.catalog.ensure_table(model, model.edit_layer)
+        await asyncio.to_thread(ensure_edit_table, state, model)
         state.lifespans += 1
         state.ready, state.draining = True, False
         log.info("ganpaint ready: model %s on %s", model.id, state.device)

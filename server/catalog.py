@@ -2,34 +2,38 @@
 
 Models are referred to by id only: the default zoo generator, and one model per checkpoint file in
 the operator's ``models_dir`` (id = the file's stem, lower-cased). A model's dissection table for a
-layer comes from, in order: the cache (keyed by model sha256, layer, settings, segmenter), a table
-shipped in the zoo next to the weights (when its recorded sha256 matches), or a build in a
-background thread with progress (shown by ``/readyz``). Without a segmenter, extra models paint with
-explicit units only.
+layer comes from a table shipped in the zoo next to the weights (when its recorded sha256 matches)
+or the cache (keyed by model sha256, layer, settings, segmenter); looking one up never builds it.
+Building is ``build_table``, run as a job (``server.tables``) with progress, cancel and a checkpoint.
+Without a segmenter, extra models paint with explicit units only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from dissect_core.causal import rank_units, single_unit_effects
-from dissect_core.gandissect import DissectConfig, LayerTable, dissect
+from dissect_core.build import build_layer_tables
+from dissect_core.gandissect import DissectConfig, LayerTable
 from dissect_core.nethook import private_copy
 from dissect_core.segmenters import Segmenter, load_segmenter
-from dissect_core.tables import TableError, cache_key, cached_table, load_table
+from dissect_core.tables import TableError, cache_key, cached_table, load_table, save_table
 from models.checkpoints import CheckpointError, file_sha256, load_generator
 from models.proggan import ProgressiveGenerator
 from models.world.labels import LABEL_BY_NAME
 from models.zoo import ZooError, get_entry
-from server.errors import ModelUnavailable, UnknownModel
+from server.errors import ModelUnavailable, ServiceError, UnknownModel
+from server.jobs import JobCancelled
 
 __all__ = ["Catalog", "LoadedModel", "TableState", "checkpoint_model_id"]
 
@@ -42,12 +46,17 @@ def checkpoint_model_id(path: Path) -> str:
     return _STEM.sub("-", path.stem.lower()).strip("-")[:64] or "model"
 
 
+TableStatus = Literal["missing", "building", "ready", "failed", "unavailable"]
+
+
 @dataclass
 class TableState:
-    status: str = "missing"  # missing | building | ready | failed | unavailable
+    status: TableStatus = "missing"
     progress: float = 0.0
     table: LayerTable | None = None
     error: str | None = None
+    job: str | None = None
+    """Id of the job building it, when one was started."""
 
 
 @dataclass
@@ -66,16 +75,18 @@ class LoadedModel:
         return {
             "id": self.id, "resolution": g.resolution, "z_dim": g.z_dim, "edit_layer": self.edit_layer,
             "layers": [{"name": n, "shape": list(g.layer_shape(n))} for n in g.layer_names],
-            "tables": {layer: {"status": s.status, "progress": round(s.progress, 3)} for layer, s in self.tables.items()},
+            "tables": {layer: {"status": s.status, "progress": round(s.progress, 3), "job": s.job}
+                       for layer, s in self.tables.items()},
         }
 
 
 class Catalog:
-    """Loads models on demand and builds their tables in the background."""
+    """Loads models on demand, finds their tables, and does the work of building one."""
 
     def __init__(self, default_model: str, models_dir: Path | None, cache_dir: Path, segmenter_spec: str | None,
                  device: torch.device, dissect_samples: int = 2000, causal_samples: int = 64,
-                 zoo_dir: Path | None = None, dissect_threshold: str = DissectConfig.threshold) -> None:
+                 zoo_dir: Path | None = None, dissect_threshold: str = DissectConfig.threshold,
+                 checkpoint_every_s: float = 30.0) -> None:
         self.default_model = default_model
         self.zoo_dir = zoo_dir
         self.models_dir = models_dir
@@ -85,10 +96,10 @@ class Catalog:
         self.dissect_samples = dissect_samples
         self.causal_samples = causal_samples
         self.dissect_threshold = dissect_threshold
+        self.checkpoint_every_s = checkpoint_every_s
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
         self._segmenter: Segmenter | None = None
-        self._threads: list[threading.Thread] = []
 
     # --- models ---------------------------------------------------------------------------------
     def available(self) -> dict[str, Path]:
@@ -157,8 +168,22 @@ class Catalog:
     def table(self, model: LoadedModel, layer: str) -> LayerTable | None:
         return self.table_state(model, layer).table
 
-    def ensure_table(self, model: LoadedModel, layer: str, background: bool = True) -> TableState:
-        """Start loading or building the table of ``layer`` unless it is ready or under way."""
+    def server_config(self) -> DissectConfig:
+        """How the tables the painter uses are made (``GANPAINT_DISSECT_SAMPLES``, ``_THRESHOLD``)."""
+        return DissectConfig(samples=self.dissect_samples, threshold=self.dissect_threshold)
+
+    def table_key(self, model: LoadedModel, layer: str, config: DissectConfig) -> tuple[str, str]:
+        """(cache key, segmenter identity) of the table of ``layer`` made with ``config``."""
+        segmenter = self.segmenter()
+        if segmenter is None:
+            raise ServiceError("the server has no segmenter configured (GANPAINT_SEGMENTER)", "no_segmenter", 422)
+        identity = str(getattr(segmenter, "identity", self.segmenter_spec))
+        return cache_key(model.sha256, layer, config, f"{identity}|causal={self.causal_samples}"), identity
+
+    def lookup_table(self, model: LoadedModel, layer: str) -> TableState:
+        """The table of ``layer`` if one exists already (shipped with the model, or in the cache);
+        reads files, never builds. A missing table stays ``missing`` (``unavailable`` without a
+        segmenter): building is a job (``build_table``), started on purpose."""
         state = self.table_state(model, layer)
         with self._lock:
             if state.status in ("ready", "building", "unavailable"):
@@ -170,22 +195,22 @@ class Catalog:
             if self.segmenter_spec is None:
                 state.status, state.error = "unavailable", "no segmenter configured; paint with explicit units"
                 return state
-            state.status, state.progress, state.error = "building", 0.0, None
-        if background:
-            thread = threading.Thread(target=self._build, args=(model, layer, state), daemon=True,
-                                      name=f"dissect-{model.id}-{layer}")
-            self._threads.append(thread)
-            thread.start()
-        else:
-            self._build(model, layer, state)
+        key, _ = self.table_key(model, layer, self.server_config())
+        directory = self.cache_dir / "dissect" / key
+        if (directory / "table.json").exists():
+            try:
+                table = load_table(directory)
+            except TableError as exc:
+                log.warning("dissection cache %s is damaged (%s); it will be rebuilt", directory, exc)
+            else:
+                with self._lock:
+                    state.table, state.status, state.progress = table, "ready", 1.0
         return state
 
     def _shipped_table(self, model: LoadedModel, layer: str) -> LayerTable | None:
         if model.shipped_tables is None or not (model.shipped_tables / layer).exists():
             return None
         try:
-            import json
-
             table = load_table(model.shipped_tables / layer)
             provenance = json.loads((model.shipped_tables / layer / "table.json").read_text()).get("provenance", {})
         except (TableError, OSError, ValueError) as exc:
@@ -196,41 +221,74 @@ class Catalog:
             return None
         return table
 
-    def _build(self, model: LoadedModel, layer: str, state: TableState) -> None:
+    def adopt_table(self, model: LoadedModel, layer: str, directory: Path) -> None:
+        """Use the copy of the painter's table a finished build job kept (when the cache lost its
+        own), and put it back in the cache."""
+        try:
+            table = load_table(directory)
+            key, identity = self.table_key(model, layer, self.server_config())
+            save_table(table, self.cache_dir / "dissect" / key, {"model": model.id, "model_sha256": model.sha256,
+                                                                 "segmenter": identity,
+                                                                 "causal_samples": self.causal_samples})
+        except (TableError, OSError) as exc:
+            log.warning("table of a finished build %s is unusable (%s)", directory, exc)
+            return
+        state = self.table_state(model, layer)
+        with self._lock:
+            state.table, state.status, state.progress = table, "ready", 1.0
+
+    def build_table(self, model: LoadedModel, layer: str, config: DissectConfig | None = None,
+                    progress: Callable[[str, float], None] | None = None,
+                    cancelled: Callable[[], bool] | None = None,
+                    note: Callable[[str], None] | None = None) -> LayerTable:
+        """Build (or read from the cache) the table of ``layer`` with ``config`` (default: the server's,
+        which makes it the painter's table). The work of a table job: statistics are checkpointed in
+        the cache as it goes, so a build stopped by a restart continues where it was."""
+        config = config or self.server_config()
+        painter_table = config == self.server_config()
+        state = self.table_state(model, layer)
+        key, identity = self.table_key(model, layer, config)
+        segmenter = self.segmenter()
+        assert segmenter is not None
+        partial = self.cache_dir / "dissect" / f"{key}.partial"
+        if painter_table:
+            with self._lock:
+                state.status, state.progress, state.error = "building", 0.0, None
+
+        def report(stage: str, fraction: float) -> None:
+            if painter_table:
+                state.progress = fraction
+            if progress is not None:
+                progress(stage, fraction)
+
+        def compute() -> LayerTable:
+            if note is not None and any(partial.glob("*.pt")):
+                note(f"continued from the checkpoint in {partial.name}")
+            log.info("dissecting %s %s on %d samples", model.id, layer, config.samples)
+            generator = private_copy(model.generator)  # the executor renders with the shared one
+            return build_layer_tables(generator, [layer], segmenter, config, self.causal_samples, report, cancelled,
+                                      partial, {"model_sha256": model.sha256, "segmenter": identity},
+                                      self.checkpoint_every_s)[layer]
+
         started = time.monotonic()
         try:
-            segmenter = self.segmenter()
-            assert segmenter is not None
-            config = DissectConfig(samples=self.dissect_samples, threshold=self.dissect_threshold)
-            identity = getattr(segmenter, "identity", self.segmenter_spec)
-            key = cache_key(model.sha256, layer, config, f"{identity}|causal={self.causal_samples}")
-
-            def progress(stage: str, done: int, total: int) -> None:
-                state.progress = 0.7 * done / max(total, 1)
-
-            def compute() -> LayerTable:
-                log.info("dissecting %s %s on %d samples", model.id, layer, config.samples)
-                generator = private_copy(model.generator)  # the executor renders with the shared one
-                table = dissect(generator, [layer], segmenter, config, progress)[layer]
-                if self.causal_samples:
-                    ids = list(range(config.samples, config.samples + self.causal_samples))
-
-                    def causal_progress(stage: str, done: int, total: int) -> None:
-                        state.progress = 0.7 + 0.3 * done / max(total, 1)
-
-                    rank_units(table, single_unit_effects(generator, layer, segmenter, ids,
-                                                          progress=causal_progress))
-                return table
-
             table = cached_table(self.cache_dir / "dissect", key, compute,
-                                 {"model": model.id, "model_sha256": model.sha256, "segmenter": identity})
+                                 {"model": model.id, "model_sha256": model.sha256, "segmenter": identity,
+                                  "causal_samples": self.causal_samples})
+        except BaseException as exc:
+            if painter_table:
+                with self._lock:
+                    if isinstance(exc, Exception) and not isinstance(exc, (InterruptedError, JobCancelled)):
+                        state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+                    else:  # stopped: the checkpoint stays, the next build continues from it
+                        state.status = "missing"
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+        if painter_table:
             with self._lock:
                 state.table, state.status, state.progress = table, "ready", 1.0
-            log.info("dissection of %s %s ready in %.1f s", model.id, layer, time.monotonic() - started)
-        except Exception as exc:  # a failed build must not take the server down
-            log.exception("dissection of %s %s failed", model.id, layer)
-            with self._lock:
-                state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.info("table of %s %s ready in %.1f s", model.id, layer, time.monotonic() - started)
+        return table
 
     def fallback_levels(self, model: LoadedModel, layer: str, samples: int = 64) -> torch.Tensor:
         """Per-unit q99 levels estimated from ``samples`` samples (for models without a table)."""
@@ -246,11 +304,6 @@ class Catalog:
         with self._lock:
             model.fallback_levels[layer] = levels
         return levels
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for background builds (tests and shutdown)."""
-        for thread in list(self._threads):
-            thread.join(timeout)
 
     # --- brushes --------------------------------------------------------------------------------
     def brushes(self, model: LoadedModel, layer: str) -> list[dict[str, Any]]:

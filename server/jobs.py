@@ -6,6 +6,11 @@ and parameters: submitting the same work again returns the existing job (cached 
 unless it failed or was cancelled. Progress is a fraction plus a message; cancellation sets a flag
 the work checks between steps (featviz every step, dissections every batch), so it stops within a
 step. Results are files under ``results_dir/<id>/`` plus a JSON summary.
+
+Job records live in SQLite (``server.jobstore``) beside the results: after a restart a finished job
+answers with its result and files and the same request does not compute again; a job the process
+died in is ``interrupted`` and the same request runs it again (a table build continues from its
+checkpoint).
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["Job", "JobManager", "JobCancelled", "QueueFull"]
+from server.jobstore import JobStore
+
+__all__ = ["Job", "JobManager", "JobCancelled", "QueueFull", "JobStatus", "TERMINAL"]
 
 log = logging.getLogger(__name__)
-TERMINAL = ("done", "failed", "cancelled")
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+TERMINAL: tuple[JobStatus, ...] = ("done", "failed", "cancelled", "interrupted")
+PERSIST_EVERY_S = 1.0
+"""Progress is written to the store at most this often (status changes always)."""
 
 
 class JobCancelled(Exception):
@@ -42,22 +52,33 @@ class Job:
     kind: str
     params: dict[str, Any]
     directory: Path
-    status: str = "queued"
+    status: JobStatus = "queued"
     progress: float = 0.0
     message: str = ""
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
+    started: float | None = None
+    notes: list[str] = field(default_factory=list)
+    """Things worth knowing about this run (``resumed the iou pass at batch 12 of 63``)."""
+    persist: Any = field(default=None, repr=False)
+    """Called with the job after each change worth keeping (the manager's store writer)."""
+    _persisted: float = field(default=0.0, repr=False)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     version: int = 0
     """Incremented on every change (progress, status); ``wait_changed`` waits for a newer one."""
 
-    def _touch(self) -> None:
-        """Record a change and wake the waiters (call with ``changed`` held)."""
+    def _touch(self, durable: bool = True) -> None:
+        """Record a change and wake the waiters (call with ``changed`` held); ``durable`` changes
+        (status, notes) are written to the store at once, progress at most every second."""
         self.version += 1
         self.changed.notify_all()
+        now = time.monotonic()
+        if self.persist is not None and (durable or now - self._persisted >= PERSIST_EVERY_S):
+            self._persisted = now
+            self.persist(self)
 
     def wait_changed(self, seen: int, timeout: float) -> int:
         """Block until the job changed after version ``seen`` (or ``timeout`` s); returns the version now."""
@@ -72,47 +93,90 @@ class Job:
         with self.changed:
             self.progress = max(0.0, min(1.0, fraction))
             self.message = message
+            self._touch(durable=False)
+
+    def note(self, text: str) -> None:
+        with self.changed:
+            self.notes.append(text)
             self._touch()
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def describe(self) -> dict[str, Any]:
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left, extrapolated from the progress so far (None before there is any)."""
+        if self.status != "running" or self.started is None or self.progress <= 0.01:
+            return None
+        elapsed = time.time() - self.started
+        return round(elapsed * (1 - self.progress) / self.progress, 1)
+
+    def record(self) -> dict[str, Any]:
+        """The fields the store keeps."""
         return {"id": self.id, "kind": self.kind, "params": self.params, "status": self.status,
-                "progress": round(self.progress, 4), "message": self.message, "result": self.result,
-                "error": self.error, "created": self.created, "finished": self.finished,
+                "progress": self.progress, "message": self.message, "result": self.result, "error": self.error,
+                "notes": self.notes, "created": self.created, "finished": self.finished}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.record(), "progress": round(self.progress, 4), "eta_s": self.eta_s,
                 "files": sorted(p.name for p in self.directory.glob("*") if p.is_file()) if self.directory.exists() else []}
 
 
 class JobManager:
-    def __init__(self, results_dir: Path, max_running: int = 1, max_jobs: int = 64) -> None:
+    def __init__(self, results_dir: Path, max_running: int = 1, max_jobs: int = 64, store: JobStore | None = None) -> None:
         self.results_dir = results_dir
         self.max_jobs = max_jobs
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self.max_running = max_running
         self._pool: ThreadPoolExecutor | None = None
+        self._stopping = False
+        self.store = store if store is not None else JobStore(results_dir / "jobs.sqlite3")
+        interrupted = self.store.mark_interrupted()
+        if interrupted:
+            log.warning("%d job(s) were interrupted by the last shutdown; the same request runs them again", interrupted)
+        for record in self.store.all(4 * max_jobs):
+            job = Job(record["id"], record["kind"], record["params"], results_dir / record["id"],
+                      status=record["status"], progress=record["progress"], message=record["message"],
+                      result=record["result"], error=record["error"], created=record["created"],
+                      finished=record["finished"], notes=record["notes"])
+            job.persist = self._persist
+            self._jobs[job.id] = job
+
+    def _persist(self, job: Job) -> None:
+        try:
+            self.store.put(job.record())
+        except Exception:  # a full disk must not fail the job; its record is simply older
+            log.exception("cannot record job %s", job.id)
 
     @staticmethod
     def job_id(kind: str, params: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps({"kind": kind, "params": params}, sort_keys=True).encode()).hexdigest()[:20]
 
     def submit(self, kind: str, params: dict[str, Any], work: Callable[[Job], dict[str, Any]]) -> Job:
+        """Start ``work`` as a job, or return the job already doing it or done with it (its files
+        still on disk); a failed, cancelled or interrupted one runs again."""
         job_id = self.job_id(kind, params)
         with self._lock:
             existing = self._jobs.get(job_id)
-            if existing is not None and existing.status not in ("failed", "cancelled"):
+            if existing is not None and (existing.status in ("queued", "running") or
+                                         (existing.status == "done" and existing.directory.is_dir())):
                 return existing
             active = sum(j.status not in TERMINAL for j in self._jobs.values())
             if active >= self.max_jobs:
                 raise QueueFull(f"{active} jobs are queued or running; try again later")
             job = Job(job_id, kind, params, self.results_dir / job_id)
+            if existing is not None and existing.status == "interrupted":
+                job.notes.append("restarted after an interruption")
+            job.persist = self._persist
+            self._jobs.pop(job_id, None)
             self._jobs[job_id] = job
             while len(self._jobs) > 4 * self.max_jobs:  # forget the oldest finished jobs
                 oldest = next((k for k, j in self._jobs.items() if j.status in TERMINAL), None)
                 if oldest is None:
                     break
                 self._jobs.pop(oldest)
+            self._persist(job)
         with self._lock:
             if self._pool is None:  # created on first use, and again after a shutdown (app restarted)
                 self._pool = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="job")
@@ -124,13 +188,14 @@ class JobManager:
             self._finish(job, "cancelled")
             return
         with job.changed:
-            job.status = "running"
+            job.status, job.started = "running", time.time()
             job._touch()
         try:
             job.directory.mkdir(parents=True, exist_ok=True)
             result = work(job)
         except (JobCancelled, InterruptedError):
-            self._finish(job, "cancelled")
+            # stopped by a shutdown, the job did not end: the same request runs it again later
+            self._finish(job, "interrupted" if self._stopping else "cancelled")
             return
         except Exception as exc:  # reported on the job; the server goes on
             log.exception("job %s (%s) failed", job.id, job.kind)
@@ -140,7 +205,7 @@ class JobManager:
         (job.directory / "result.json").write_text(json.dumps(result, indent=1))
         self._finish(job, "done")
 
-    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         with job.changed:
             job.status, job.error, job.finished = status, error, time.time()
             if status == "done":
@@ -159,6 +224,17 @@ class JobManager:
                 self._finish(job, "cancelled")
         return job
 
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until no job is queued or running (tests, benchmarks); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                active = [j for j in self._jobs.values() if j.status not in TERMINAL]
+            if not active:
+                return True
+            active[0].wait_changed(active[0].version, min(0.5, max(deadline - time.monotonic(), 0)))
+        return False
+
     def cancel_all(self) -> None:
         with self._lock:
             ids = list(self._jobs)
@@ -166,9 +242,16 @@ class JobManager:
             self.cancel(job_id)
 
     def shutdown(self) -> None:
-        """Cancel every job and wait for the running ones to reach their next cancellation check."""
-        self.cancel_all()
+        """Stop every job at its next cancellation check (recorded as interrupted, not cancelled) and wait."""
+        self._stopping = True
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.status not in TERMINAL]
+        for job in jobs:
+            job.cancel_event.set()
+            if job.status == "queued":
+                self._finish(job, "interrupted")
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        self._stopping = False

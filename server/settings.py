@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)
     causal_samples: int = Field(64, ge=0, le=10_000)
+    table_builds: Literal["edit_layer", "editable", "none"] = "edit_layer"
+    """Which dissection tables the server may build (as jobs): each model's edit layer (default; the
+    shipped default model never needs one), any layer before the output, or none. Reading a table
+    never builds one."""
+    checkpoint_every_s: float = Field(30.0, gt=0, le=3600)
+    """How often a table build saves its statistics (a restart continues from the last save)."""
     dissect_threshold: Literal["quantile", "iqr"] = DissectConfig.threshold  # type: ignore[assignment]
     """How tables built by the server set unit levels (see ``dissect_core.iqr``)."""
 

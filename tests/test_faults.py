@@ -10,10 +10,13 @@ import shutil
 import subprocess
 import sys
 import time
+import signal
 from pathlib import Path
 
 import numpy as np
+import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from dissect_core.gandissect import DissectConfig, dissect
@@ -100,12 +103,12 @@ def test_disk_full_while_writing_the_cache_keeps_the_old_table(tmp_path: Path, m
 def test_corrupt_server_cache_is_rebuilt_with_a_warning(tiny_zoo: Path, tmp_path: Path, caplog) -> None:  # noqa: ANN001
     settings = make_settings(tiny_zoo, tmp_path, causal_samples=0)
     with TestClient(create_app(settings)) as client:
-        client.app.state.ganpaint.catalog.wait(60)
+        client.app.state.ganpaint.jobs.wait_idle(60)
     entries = list((tmp_path / "cache" / "dissect").iterdir())
     assert len(entries) == 1
     (entries[0] / "table.json").write_text("{not json")
     with caplog.at_level(logging.WARNING), TestClient(create_app(settings)) as client:
-        client.app.state.ganpaint.catalog.wait(60)
+        client.app.state.ganpaint.jobs.wait_idle(60)
         assert client.get("/api/models/tiny/layers/layer4/brushes").status_code == 200
     assert "damaged" in caplog.text
     assert json.loads((entries[0] / "table.json").read_text())["version"] == TABLE_VERSION
@@ -153,5 +156,80 @@ def test_renders_while_the_table_builds(tiny_zoo: Path, tmp_path: Path) -> None:
                 assert header["type"] == "image", header
                 ws.receive_bytes()
                 assert count_hooks(generator) == 0
-        app.state.ganpaint.catalog.wait(120)
+        app.state.ganpaint.jobs.wait_idle(120)
         assert client.get("/readyz").json()["models"][0]["tables"]["layer4"]["status"] == "ready"
+
+
+def _start(env: dict, port: int, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed when the test ends
+    return subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
+                             "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_mid_build_and_mid_job_loses_nothing(tiny_zoo: Path, tmp_path: Path) -> None:
+    """kill -9 while the edit layer's table builds and a feature visualisation runs, then start again:
+    the finished job is found with its files and not recomputed, the one in flight says interrupted and
+    runs again when asked, and the table build continues from its checkpoint instead of from zero."""
+    from tests.test_server_live import free_port
+
+    port = free_port()
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GANPAINT_ZOO_DIR": str(tiny_zoo), "GANPAINT_DEFAULT_MODEL": "tiny",
+           "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CLASSIFIER": "tiny/classifier",
+           "GANPAINT_CACHE_DIR": str(cache), "GANPAINT_DISSECT_SAMPLES": "8000", "GANPAINT_CAUSAL_SAMPLES": "4",
+           "GANPAINT_CHECKPOINT_EVERY_S": "0.2", "GANPAINT_JOB_WORKERS": "2", "OMP_NUM_THREADS": "1"}
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    proc = _start(env, port, log_path)
+    try:
+        _wait_until(lambda: httpx.get(f"{base}/livez", timeout=2).status_code == 200, 60, "the server")
+        # the table build started with the server; wait for its first checkpoint
+        partial = _wait_until(lambda: next(iter((cache / "dissect").glob("*.partial/dissect.pt")), None), 120,
+                              "a table checkpoint")
+        done = httpx.post(f"{base}/api/featviz", json={"layer": "features.block3", "units": [1], "steps": 8}).json()
+        finished = _wait_until(lambda: (j := httpx.get(f"{base}/api/jobs/{done['id']}").json())["status"] == "done" and j,
+                               60, "the short job")
+        long = httpx.post(f"{base}/api/featviz", json={"layer": "features.block4", "units": [2], "steps": 2048}).json()
+        _wait_until(lambda: httpx.get(f"{base}/api/jobs/{long['id']}").json()["status"] == "running", 60, "the long job")
+        assert list((cache / "dissect").glob("*.partial")), "the build finished before the kill: make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        saved = torch.load(partial, weights_only=True)["state"]
+        assert saved["done"] > 0  # some of the build was done and kept
+
+        proc = _start(env, port, log_path)
+        _wait_until(lambda: httpx.get(f"{base}/livez", timeout=2).status_code == 200, 60, "the restarted server")
+        again = httpx.get(f"{base}/api/jobs/{done['id']}").json()
+        assert again["status"] == "done" and again["finished"] == finished["finished"]
+        assert httpx.get(f"{base}/api/jobs/{done['id']}/files/featviz.png").content[:8] == b"\x89PNG\r\n\x1a\n"
+        resubmitted = httpx.post(f"{base}/api/featviz", json={"layer": "features.block3", "units": [1], "steps": 8}).json()
+        assert resubmitted["id"] == done["id"] and resubmitted["status"] == "done"
+        assert resubmitted["finished"] == finished["finished"]  # not computed again
+        assert httpx.get(f"{base}/api/jobs/{long['id']}").json()["status"] == "interrupted"
+        # the build was started again with the server and continues from the checkpoint
+        ready = _wait_until(lambda: (r := httpx.get(f"{base}/readyz").json()).get("models") and
+                            r["models"][0]["tables"].get("layer4", {}).get("status") == "ready" and r, 300, "the table")
+        build = httpx.get(f"{base}/api/jobs/{ready['models'][0]['tables']['layer4']['job']}").json()
+        assert build["status"] == "done"
+        assert "restarted after an interruption" in build["notes"]
+        assert any(note.startswith("continued from the checkpoint") for note in build["notes"])
+        assert not list((cache / "dissect").glob("*.partial"))  # the checkpoint is gone once the table is made
+        brushes = httpx.get(f"{base}/api/models/tiny/layers/layer4/brushes")
+        assert brushes.status_code == 200
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -30,7 +30,7 @@ _app_holder: dict = {}
 def fuzz_client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     app = create_app(make_settings(tiny_zoo, tmp_path_factory.mktemp("fuzz"), causal_samples=0, queue_size=256))
     with TestClient(app) as client:
-        app.state.ganpaint.catalog.wait(60)
+        app.state.ganpaint.jobs.wait_idle(60)
         _app_holder["app"] = app
         yield client
 

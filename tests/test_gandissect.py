@@ -175,3 +175,48 @@ def test_concept_features_are_mean_features_of_covered_cells(generator: Progress
         if covered.any():
             expected = feats.transpose(0, 2, 3, 1)[covered].mean(0)
             np.testing.assert_allclose(table.concept_features[label], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threshold", ["quantile", "iqr"])
+def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, generator: ProgressiveGenerator,
+                                                   threshold: str) -> None:
+    """Stop a checkpointed build in each pass (levels, iou, causal), start it again: it continues from
+    the last checkpoint, computes no batch twice, and ends with the table of a run that never stopped."""
+    from dissect_core.build import DISSECT_SHARE, build_layer_tables
+
+    config = DissectConfig(samples=64, batch_size=8, label_size=16, threshold=threshold)
+    seg = ColourRuleSegmenter()
+    reference = build_layer_tables(generator, ["layer4"], seg, config, causal_samples=6)["layer4"]
+    checkpoints = tmp_path / "partial"
+    for stop_at in ("levels", "iou", "causal layer4"):
+        seen: list[tuple[str, float]] = []
+
+        def progress(stage: str, fraction: float) -> None:
+            seen.append((stage, fraction))
+            if stage == stop_at and len([s for s, _ in seen if s == stage]) == 4:
+                raise InterruptedError("stopped")
+
+        with pytest.raises(InterruptedError):
+            build_layer_tables(generator, ["layer4"], seg, config, 6, progress, checkpoint_dir=checkpoints,
+                               checkpoint_every_s=0)
+    seen = []
+    resumed = build_layer_tables(generator, ["layer4"], seg, config, 6, lambda s, f: seen.append((s, f)),
+                                 checkpoint_dir=checkpoints, checkpoint_every_s=0)["layer4"]
+    # the last run went on from the causal checkpoint: no dissection batch and no early causal step again
+    assert [s for s, _ in seen if s in ("levels", "calibrate")] == []
+    assert seen[0][1] >= DISSECT_SHARE - 1e-9
+    assert min(f for s, f in seen if s == "causal layer4") > DISSECT_SHARE + 0.3 * 4 / 12  # 4 of 12 units were done
+    for name in ("iou", "level", "q99", "top_images", "concept_features"):
+        assert np.array_equal(getattr(resumed, name), getattr(reference, name)), name
+    assert resumed.causal == reference.causal and resumed.causal_effect == reference.causal_effect
+
+
+def test_a_checkpoint_of_other_work_is_never_resumed(tmp_path: Path, generator: ProgressiveGenerator) -> None:
+    from dissect_core.resume import Checkpoint
+
+    checkpoint = Checkpoint(tmp_path / "c.pt", {"model": "a"}, every_s=0)
+    checkpoint.save({"stage": "levels", "done": 3})
+    assert Checkpoint(tmp_path / "c.pt", {"model": "a"}).load() == {"stage": "levels", "done": 3}
+    assert Checkpoint(tmp_path / "c.pt", {"model": "b"}).load() is None
+    (tmp_path / "c.pt").write_bytes(b"PK\x03\x04 torn")
+    assert Checkpoint(tmp_path / "c.pt", {"model": "a"}).load() is None

@@ -182,14 +182,14 @@ def test_server_dissects_a_released_model_with_hf_segmenter(segformer_dir: Path,
                                    causal_samples=0, dissect_samples=12))
     with TestClient(app) as client:
         catalog = app.state.ganpaint.catalog
-        first = client.get("/api/models/churchoutdoor_lsun/layers/layer4/brushes")  # starts the background build
+        first = client.get("/api/models/churchoutdoor_lsun/layers/layer4/brushes")  # first use: its edit layer's build is queued
         assert first.status_code in (200, 503)
         if first.status_code == 503:
             assert first.json()["error"]["code"] == "tables_building"
-        catalog.wait(120)
+        app.state.ganpaint.jobs.wait_idle(120)
         ready = client.get("/readyz").json()
         tables = {m["id"]: m["tables"] for m in ready["models"]}["churchoutdoor_lsun"]
-        assert tables["layer4"] == {"status": "ready", "progress": 1.0}
+        assert tables["layer4"]["status"] == "ready" and tables["layer4"]["progress"] == 1.0
         brushes = client.get("/api/models/churchoutdoor_lsun/layers/layer4/brushes").json()
         names = {b["name"] if isinstance(b, dict) else b for b in brushes.get("brushes", brushes)}
         assert names and names <= {name for name, _ in EXPECTED_LABELS[1:]}

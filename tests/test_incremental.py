@@ -141,7 +141,7 @@ def test_websocket_painter_gets_windowed_renders_equal_to_full(tiny_zoo: Path, t
         mask[rows, cols] = True
         masks.append(mask)
     with TestClient(app) as client:
-        app.state.ganpaint.catalog.wait(60)
+        app.state.ganpaint.jobs.wait_idle(60)
         executor = app.state.ganpaint.executor
         with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
             images = []

@@ -34,7 +34,7 @@ def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
 def client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     app = create_app(make_settings(tiny_zoo, tmp_path_factory.mktemp("server")))
     with TestClient(app) as test_client:
-        app.state.ganpaint.catalog.wait(60)
+        app.state.ganpaint.jobs.wait_idle(60)
         yield test_client
 
 
@@ -460,8 +460,12 @@ def test_jobs_featviz_topk_netdissect_dissect(client: TestClient) -> None:
     assert topk["status"] == "done" and [u["unit"] for u in topk["result"]["units"]] == [0, 4]
     nd = _wait_job(client, client.post("/api/netdissect", json={"samples": 20}).json()["id"])
     assert nd["status"] == "done" and "tally.csv" in nd["files"]
-    gd = _wait_job(client, client.post("/api/dissect", json={"model": "tiny", "layer": "layer2", "samples": 20}).json()["id"])
+    # by default only the edit layer may be built; other layers are refused, not queued
+    refused = client.post("/api/dissect", json={"model": "tiny", "layer": "layer2", "samples": 20})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "builds_disabled"
+    gd = _wait_job(client, client.post("/api/dissect", json={"model": "tiny", "layer": "layer4", "samples": 20}).json()["id"])
     assert gd["status"] == "done" and 0 <= gd["result"]["interpretable_fraction"] <= 1
+    assert gd["result"]["painter_table"] is False  # other settings than the server's: a table of its own
     with client.websocket_connect(f"/ws/jobs/{job['id']}", headers={**ORIGIN}) as ws:
         assert json.loads(ws.receive_text())["status"] == "done"
 
@@ -507,7 +511,7 @@ def test_one_set_of_defaults() -> None:
     cli = parser.parse_args(["--layer", "layer4", "--out", "x"])
     settings = Settings()
     assert DissectConfig().threshold == cli.threshold == settings.dissect_threshold == "iqr"
-    assert DissectRequest.model_fields["threshold"].default == "iqr"
+    assert DissectRequest.model_fields["threshold"].default is None  # the API job takes the server's setting
     executor_default = inspect.signature(InferenceExecutor.__init__).parameters["max_batch"].default
     assert executor_default == settings.max_batch == 32
 

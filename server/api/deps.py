@@ -49,7 +49,18 @@ async def get_model(model_id: str, state=Depends(get_state)) -> LoadedModel:  # 
 
 async def load_model(state, model_id: str) -> LoadedModel:  # noqa: ANN001
     loaded = state.catalog.cached(model_id)
-    return loaded if loaded is not None else await asyncio.to_thread(state.catalog.get, model_id)
+    if loaded is not None:
+        return loaded
+    return await asyncio.to_thread(_first_load, state, model_id)
+
+
+def _first_load(state, model_id: str) -> LoadedModel:  # noqa: ANN001
+    """Load a model and find (or queue the build of) its edit layer's table."""
+    from server.tables import ensure_edit_table
+
+    model = state.catalog.get(model_id)
+    ensure_edit_table(state, model)
+    return model
 
 
 def check_layer(model: LoadedModel, layer: str) -> None:

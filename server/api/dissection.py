@@ -16,6 +16,8 @@ from dissect_core.tables import table_json
 from models.samples import MAX_SAMPLE_ID, z_tensor
 from server.api.deps import check_layer, get_model, get_state, require_token
 from server.api.errors import ApiError, responses
+from server.errors import TablesBuilding
+from server.tables import editable, may_build
 from server.api.models import PNG
 from server.catalog import LoadedModel
 from server.schemas import ID_PATTERN, LAYER_PATTERN
@@ -28,14 +30,21 @@ Unit = Annotated[int, Path(ge=0, le=65535)]
 
 
 def _table(state: Any, model: LoadedModel, layer: str) -> LayerTable:
+    """The layer's table if it exists (shipped or cached); reading never starts a build."""
     check_layer(model, layer)
-    table_state = state.catalog.ensure_table(model, layer)
+    table_state = state.catalog.lookup_table(model, layer)
     if table_state.status == "ready" and table_state.table is not None:
         return table_state.table
     if table_state.status == "building":
-        raise ApiError(503, "tables_building", f"dissection of {model.id}/{layer} is {table_state.progress:.0%} done",
-                       {"Retry-After": "5"})
-    raise ApiError(404, "no_table", table_state.error or f"no dissection table for {model.id}/{layer}")
+        job = state.jobs.get(table_state.job) if table_state.job else None
+        eta = f", about {job.eta_s:.0f} s left" if job is not None and job.eta_s is not None else ""
+        where = f" (job {job.id}: /ws/jobs/{job.id})" if job is not None else ""
+        raise TablesBuilding(f"dissection of {model.id}/{layer} is {table_state.progress:.0%} done{eta}{where}",
+                             headers={"Retry-After": "5"})
+    how = ("POST /api/dissect builds it" if may_build(state.settings.table_builds, model, layer) else
+           "this server does not build it (GANPAINT_TABLE_BUILDS)" if editable(model, layer) else
+           "the output layer cannot be painted")
+    raise ApiError(404, "no_table", table_state.error or f"no dissection table for {model.id}/{layer}; {how}")
 
 
 def _unit(table: LayerTable, unit: int) -> None:

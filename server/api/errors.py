@@ -31,6 +31,7 @@ class ApiError(ServiceError):
 _DESCRIPTIONS = {
     400: "Malformed request body (not JSON)",
     401: "Missing or wrong token (when the server has one configured)",
+    403: "Not allowed on this server (a table build the operator has not enabled)",
     404: "Unknown model, layer, unit or sample",
     409: "Superseded by a newer request",
     413: "Request body too large",

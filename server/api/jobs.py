@@ -23,6 +23,7 @@ from server.auth import accept_websocket
 from server.api.errors import ApiError, responses
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
+from server.tables import start_table_build
 from server.services import ensure_world_probe, featviz_images, world_images, write_netdissect_outputs
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_token)])
@@ -59,10 +60,12 @@ class TopkRequest(Strict):
 class DissectRequest(Strict):
     model: str = Field(pattern=ID_PATTERN)
     layer: str = Field(pattern=LAYER_PATTERN)
-    samples: int = Field(2000, ge=10, le=20_000)
-    quantile: float = Field(0.01, gt=0, lt=0.5)
-    threshold: Literal["quantile", "iqr"] = DissectConfig.threshold  # type: ignore[assignment]
-    """``iqr``: each unit's most informative level (gandissect's GAN default); ``quantile``: top ``quantile``."""
+    samples: int | None = Field(None, ge=10, le=20_000)
+    """Default: the server's (``GANPAINT_DISSECT_SAMPLES``), so the result is the painter's table."""
+    quantile: float = Field(DissectConfig.quantile, gt=0, lt=0.5)
+    threshold: Literal["quantile", "iqr"] | None = None
+    """``iqr``: each unit's most informative level (gandissect's GAN default); ``quantile``: top ``quantile``;
+    default: the server's."""
 
 
 def _check_layer(model: torch.nn.Module, layer: str) -> None:
@@ -151,28 +154,17 @@ def start_topk(request: TopkRequest, state=Depends(get_state),  # noqa: ANN001
     return _submit(state, "topk", request.model_dump(), work)
 
 
-@router.post("/dissect", status_code=202, summary="GAN dissection of another layer or sample count (a job)",
-             responses=responses(404, 422, 503))
+@router.post("/dissect", status_code=202, summary="Build a layer's dissection table (a job; the painter uses it)",
+             responses=responses(403, 404, 422, 503))
 def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+    """The same build the server runs for an edit layer: dissection, causal ranking, checkpoints. With
+    the server's settings (samples, quantile, threshold) the result becomes the painter's table."""
     model = state.catalog.get(request.model)  # a sync route: runs on a worker thread
-    if request.layer not in model.generator.layer_names or request.layer.startswith("output"):
-        raise ApiError(404, "unknown_layer", f"model {model.id!r} has no editable layer {request.layer!r}")
-    segmenter = state.catalog.segmenter()
-    if segmenter is None:
-        raise ApiError(422, "no_segmenter", "the server has no segmenter configured (GANPAINT_SEGMENTER)")
-
-    def work(job: Job) -> dict[str, Any]:
-        from dissect_core.gandissect import dissect, interpretable_fraction
-        from dissect_core.tables import save_table
-
-        config = DissectConfig(samples=request.samples, quantile=request.quantile, threshold=request.threshold)
-        generator = private_copy(model.generator)
-        table = dissect(generator, [request.layer], segmenter, config, _progress(job), job.cancelled)[request.layer]
-        save_table(table, job.directory / "table", {"model": model.id, "model_sha256": model.sha256})
-        return {"interpretable_fraction": interpretable_fraction(table),
-                "detectors_per_category": table.detectors_per_category(), "table": "table/table.json"}
-
-    return _submit(state, "dissect", request.model_dump(), work)
+    server = state.catalog.server_config()
+    config = DissectConfig(samples=request.samples or server.samples, quantile=request.quantile,
+                           threshold=request.threshold or server.threshold)
+    job = start_table_build(state, model, request.layer, config)
+    return JSONResponse(job.describe(), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{20}$")]

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dissect_core.causal import rank_units, single_unit_effects
-from dissect_core.gandissect import DissectConfig, dissect, interpretable_fraction
+from dissect_core.build import build_layer_tables, causal_ids
+from dissect_core.gandissect import DissectConfig, interpretable_fraction
 from dissect_core.report import write_layer_report
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import save_table
@@ -81,34 +81,25 @@ def run(args: argparse.Namespace) -> int:
         generator.to(device)
     config = DissectConfig(samples=args.samples, seed=args.seed, first=args.first, batch_size=args.batch_size,
                            quantile=args.quantile, threshold=args.threshold)
-    bar = tqdm(total=1, disable=args.no_progress or rank != 0, desc="dissect", unit="batch")
+    bar = tqdm(total=1000, disable=args.no_progress or rank != 0, desc="dissect", unit="‰")
 
-    def progress(stage: str, done: int, total: int) -> None:
-        bar.total = total
+    def progress(stage: str, fraction: float) -> None:
         bar.set_description(f"dissect ({stage})")
-        bar.n = done
+        bar.n = int(fraction * 1000)
         bar.refresh()
 
-    tables = dissect(generator, args.layer, segmenter, config, progress)
+    if args.causal_samples is None:
+        args.causal_samples = min(64, max(8, args.samples // 16))
+    causal = args.causal_samples if rank == 0 else 0  # the ranking runs in one process, after the merge
+    tables = build_layer_tables(generator, args.layer, segmenter, config, causal, progress)
     bar.close()
     summary = {}
     provenance = {"model": args.model, "model_sha256": file_sha256(weights), "segmenter": args.segmenter,
                   "processes": world}
+    if causal:
+        ids = causal_ids(config, causal)
+        provenance["causal_samples"] = {"first": ids[0], "count": len(ids)}
     for layer, table in tables.items():
-        if args.causal_samples is None:
-            args.causal_samples = min(64, max(8, args.samples // 16))
-        if args.causal_samples > 0 and rank == 0:
-            ids = list(range(args.first + args.samples, args.first + args.samples + args.causal_samples))
-            cbar = tqdm(total=1, disable=args.no_progress, desc=f"causal {layer}", unit="unit-batch")
-
-            def cprogress(stage: str, done: int, total: int) -> None:
-                cbar.total, cbar.n = total, done
-                cbar.refresh()
-
-            effects = single_unit_effects(generator, layer, segmenter, ids, seed=args.seed, progress=cprogress)
-            cbar.close()
-            rank_units(table, effects)
-            provenance["causal_samples"] = {"first": ids[0], "count": len(ids)}
         if rank == 0:
             save_table(table, args.out / layer, provenance)
             if not args.no_report:
