@@ -14,12 +14,11 @@ import json
 
 import numpy as np
 import torch
+from benchutil import timed
 
 from dissect_core.cam import METHODS, ScoreCAM, make_method
 from models.world import render_scene, world_seed
 from models.zoo import load_model
-
-from benchutil import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import json
 import time
 
 import torch
+from benchutil import timed
 
 from dissect_core.gandissect import DissectConfig, dissect, upsample_to
 from dissect_core.nethook import Trace
@@ -21,8 +22,6 @@ from dissect_core.segmenters import category_index, load_segmenter
 from dissect_core.stats import IoUTally
 from models.samples import z_tensor
 from models.zoo import load_model
-
-from benchutil import timed  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def main() -> None:

@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 from serve_latency import free_port, launch, stop, summarize, wait_ready, ws_painter  # noqa: E402
+
+from models.zoo import DEFAULT_GENERATOR  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -81,7 +81,7 @@ def main() -> None:
             continue
         category = table.labels[number][1]
         channel = list(segmenter.categories).index(category)
-        segment = lambda images, c=channel: segmenter(images)[:, c]  # noqa: E731
+        segment = lambda images, c=channel: segmenter(images)[:, c]
         entry: dict = {"insertion": table.insertion(name)}
         # insertion by context
         stroke_for = brush_stroke(table, name, "add", args.strength)

@@ -143,7 +143,7 @@ async def http_painter(url: str, model: str, size: int, painter: int, stop: floa
 
 def summarize(latencies: list[float], errors: list[str], seconds: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
-    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2) if ms else None  # noqa: E731
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2) if ms else None
     return {"edits": len(ms), "edits_per_second": round(len(ms) / seconds, 2), "p50_ms": pick(0.5),
             "p95_ms": pick(0.95), "p99_ms": pick(0.99), "mean_ms": round(statistics.mean(ms), 2) if ms else None,
             "errors": len(errors), "error_codes": sorted(set(errors))}

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dissect_core.causal import rank_units, single_unit_effects
 from dissect_core.gandissect import DissectConfig, LayerTable, dissect
 from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["build_layer_tables", "causal_ids", "DISSECT_SHARE"]
 
@@ -35,7 +36,7 @@ def causal_ids(config: DissectConfig, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
-def build_layer_tables(generator: torch.nn.Module, layers: Sequence[str], segmenter: Segmenter,
+def build_layer_tables(generator: ProgressiveGenerator, layers: Sequence[str], segmenter: Segmenter,
                        config: DissectConfig, causal_samples: int, progress: BuildProgress | None = None,
                        cancelled: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
                        identity: dict[str, Any] | None = None, checkpoint_every_s: float = 30.0

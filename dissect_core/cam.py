@@ -124,7 +124,8 @@ class BaseCAM:
             raw = self.cam(activations.detach(), grads, images, target, logits.detach())
         if self.relu:
             raw = raw.clamp(min=0)
-        return CamResult(raw.detach(), normalize_maps(raw.detach(), tuple(images.shape[-2:])), logits.detach(), target)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return CamResult(raw.detach(), normalize_maps(raw.detach(), size), logits.detach(), target)
 
     def cam(self, activations: torch.Tensor, grads: torch.Tensor | None, images: torch.Tensor,
             target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -156,21 +157,21 @@ class CAM(BaseCAM):
 
     name, needs_gradients, relu = "cam", False, False
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         return _final_linear(self.model).weight[target].to(activations.dtype)
 
 
 class GradCAM(BaseCAM):
     name = "gradcam"
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         return grads.mean(dim=(2, 3))
 
 
 class GradCAMpp(BaseCAM):
     name = "gradcam++"
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         g2, g3 = grads.pow(2), grads.pow(3)
         denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g3
         alpha = g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
@@ -180,7 +181,7 @@ class GradCAMpp(BaseCAM):
 class XGradCAM(BaseCAM):
     name = "xgradcam"
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         total = activations.sum(dim=(2, 3), keepdim=True)
         return (grads * activations / (total + 1e-7)).sum(dim=(2, 3))
 
@@ -188,14 +189,14 @@ class XGradCAM(BaseCAM):
 class LayerCAM(BaseCAM):
     name = "layercam"
 
-    def cam(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def cam(self, activations, grads, images, target, logits):
         return (grads.clamp(min=0) * activations).sum(1)
 
 
 class HiResCAM(BaseCAM):
     name = "hirescam"
 
-    def cam(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def cam(self, activations, grads, images, target, logits):
         return (grads * activations).sum(1)
 
 
@@ -205,7 +206,7 @@ class ScoreCAM(BaseCAM):
 
     name, needs_gradients = "scorecam", False
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         b, k = activations.shape[:2]
         upsampled = normalize_maps(activations.flatten(0, 1), tuple(images.shape[-2:])).view(b, k, *images.shape[-2:])
         scores = torch.empty(b, k, device=activations.device)
@@ -220,7 +221,7 @@ class AblationCAM(BaseCAM):
 
     name, needs_gradients = "ablationcam", False
 
-    def weights(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def weights(self, activations, grads, images, target, logits):
         b, k = activations.shape[:2]
         base = logits.gather(1, target[:, None])[:, 0]
         drops = torch.empty(b, k, device=activations.device)
@@ -243,7 +244,7 @@ class EigenCAM(BaseCAM):
 
     name, needs_gradients = "eigencam", False
 
-    def cam(self, activations, grads, images, target, logits):  # noqa: ANN001, ANN201
+    def cam(self, activations, grads, images, target, logits):
         b, k, h, w = activations.shape
         flat = activations.permute(0, 2, 3, 1).reshape(b, h * w, k).float()
         flat = flat - flat.mean(1, keepdim=True)
@@ -257,13 +258,13 @@ class EigenCAM(BaseCAM):
 
 class _GuidedReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mode: str) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, mode: str) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.mode = mode
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         positive_grad = grad.clamp(min=0)
         if ctx.mode == "guided":
@@ -292,7 +293,8 @@ class Saliency(BaseCAM):
     def __call__(self, images: torch.Tensor, targets: Sequence[int] | torch.Tensor | None = None) -> CamResult:
         device = next(self.model.parameters()).device
         images = images.to(device).detach().requires_grad_(True)
-        replace = relus_replaced(self.model, lambda: _GuidedReLUModule(self.mode)) if self.mode else _nullcontext()
+        mode = self.mode
+        replace = relus_replaced(self.model, lambda: _GuidedReLUModule(mode)) if mode else _nullcontext()
         with _eval_mode(self.model), torch.enable_grad(), replace:
             logits = self.model(images)
             target = _targets(logits, targets, images.shape[0])

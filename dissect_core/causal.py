@@ -14,6 +14,7 @@ Activations up to the layer are computed once per batch; only the layers after i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from dissect_core.gandissect import LayerTable
 from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter
 from models.samples import z_tensor
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["single_unit_effects", "rank_units", "ablation_effect", "insertion_effect", "label_counts"]
 
@@ -40,7 +44,7 @@ def _batches(ids: Sequence[int], size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def single_unit_effects(generator: torch.nn.Module, layer: str, segmenter: Segmenter, ids: Sequence[int],
+def single_unit_effects(generator: ProgressiveGenerator, layer: str, segmenter: Segmenter, ids: Sequence[int],
                         seed: int = 1, batch_size: int = 32, units: Sequence[int] | None = None,
                         progress: Progress | None = None, checkpoint: Checkpoint | None = None) -> np.ndarray:
     """(units, labels) share of each label's pixels removed by ablating each unit alone.
@@ -93,7 +97,7 @@ def rank_units(table: LayerTable, effects: np.ndarray, concepts: Sequence[str] |
 
 
 @torch.no_grad()
-def ablation_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter, concept_number: int,
+def ablation_effect(generator: ProgressiveGenerator, layer: str, segmenter: Segmenter, concept_number: int,
                     unit_sets: Sequence[Sequence[int]], ids: Sequence[int], seed: int = 1,
                     batch_size: int = 32) -> list[float]:
     """For each unit set: share of the concept's pixels removed by ablating the set everywhere."""
@@ -114,7 +118,7 @@ def ablation_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter
 
 
 @torch.no_grad()
-def insertion_effect(generator: torch.nn.Module, layer: str, segmenter: Segmenter, concept_number: int,
+def insertion_effect(generator: ProgressiveGenerator, layer: str, segmenter: Segmenter, concept_number: int,
                      units: Sequence[int], values: Sequence[float], ids: Sequence[int],
                      choose_regions: Callable[[torch.Tensor], list[tuple[int, int, int, int, int, str]]],
                      seed: int = 1, batch_size: int = 16, min_pixels: int = 1, alpha: float = 1.0

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["CONTEXTS", "Window", "painting_contexts", "paint_share", "removal_share", "brush_stroke"]
 
@@ -81,7 +85,7 @@ def _window_mask(window: Window, size: int, grid: int, border: int = 0) -> torch
 
 
 @torch.no_grad()
-def paint_share(generator: torch.nn.Module, layer: str, x: torch.Tensor, images: torch.Tensor,
+def paint_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, images: torch.Tensor,
                 windows: Sequence[Window], stroke_for: Callable[[torch.Tensor], Stroke],
                 segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> list[tuple[float, float]]:
     """For each window: (share of its pixels labelled ``concept`` after painting, mean abs pixel change
@@ -109,7 +113,7 @@ def paint_share(generator: torch.nn.Module, layer: str, x: torch.Tensor, images:
 
 
 @torch.no_grad()
-def removal_share(generator: torch.nn.Module, layer: str, x: torch.Tensor, before: torch.Tensor,
+def removal_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, before: torch.Tensor,
                   stroke: Stroke, segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> tuple[int, int]:
     """(concept pixels before, concept pixels removed) when ``stroke`` is applied to every image.
     ``before`` are the label maps of the unedited images."""
@@ -121,7 +125,7 @@ def removal_share(generator: torch.nn.Module, layer: str, x: torch.Tensor, befor
     return n_before, n_before - n_after
 
 
-def brush_stroke(table, concept: str, action: str, strength: float) -> Callable[[torch.Tensor], Stroke]:  # noqa: ANN001
+def brush_stroke(table, concept: str, action: str, strength: float) -> Callable[[torch.Tensor], Stroke]:
     """``mask -> Stroke`` for a concept brush, built by the painter's own rule."""
     edit = brush_edit(table, concept, action, strength)  # type: ignore[arg-type]
     return lambda mask: edit.stroke(action, mask)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from dissect_core.nethook import Trace, relus_replaced
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = [
     "Objective", "channel", "neuron", "direction", "diversity", "PixelImage", "FFTImage", "GeneratorPrior",
@@ -112,7 +116,7 @@ class PixelImage(nn.Module):
         self.pixels = nn.Parameter(torch.randn(batch, 3, size, size, generator=generator) * 0.01)
 
     def forward(self) -> torch.Tensor:
-        x = self.pixels
+        x: torch.Tensor = self.pixels
         if self.decorrelate:
             x = torch.einsum("ij,bjhw->bihw", _COLOR_CORRELATION.to(x), x)
         return torch.sigmoid(x) * 2 - 1
@@ -133,7 +137,8 @@ class FFTImage(nn.Module):
         self.spectrum = nn.Parameter(torch.randn(batch, 3, size, size // 2 + 1, 2, generator=generator) * 0.01)
 
     def forward(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        scale = cast(torch.Tensor, self.scale)
+        spectrum = torch.view_as_complex(self.spectrum) * scale
         x = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
         if self.decorrelate:
             x = torch.einsum("ij,bjhw->bihw", _COLOR_CORRELATION.to(x), x)
@@ -143,7 +148,7 @@ class FFTImage(nn.Module):
 class GeneratorPrior(nn.Module):
     """Optimise a generator's latent instead of pixels: images stay on the GAN's manifold."""
 
-    def __init__(self, generator: nn.Module, batch: int, size: int, torch_generator: torch.Generator | None = None) -> None:
+    def __init__(self, generator: ProgressiveGenerator, batch: int, size: int, torch_generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.generator = generator.requires_grad_(False)
         self.size = size
@@ -205,12 +210,12 @@ class _RedirectedReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
         # grad is d(loss)/d(out) for a loss being minimised: grad > 0 at x < 0 would push x lower

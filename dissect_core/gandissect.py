@@ -27,18 +27,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
 from dissect_core.nethook import Trace
 from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter, category_index
-from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
 from dissect_core.stats import ConceptFeatures, IoUTally, LevelTally, TopImages, TopValues, quantile_rank
 from models.samples import z_tensor
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["DissectConfig", "LayerTable", "dissect", "upsample_to", "interpretable_fraction", "tally_thresholded"]
 
@@ -287,7 +290,7 @@ def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def dissect(
-    generator: torch.nn.Module,
+    generator: ProgressiveGenerator,
     layers: Sequence[str],
     segmenter: Segmenter,
     config: DissectConfig = DissectConfig(),
@@ -431,7 +434,7 @@ def _calibration_batches(config: DissectConfig) -> list[list[int]]:
     return _one_process_batches(config, min(config.samples, CALIBRATION_IMAGES))
 
 
-def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers: Sequence[str],
+def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str],
                        candidates: dict[str, torch.Tensor], config: DissectConfig, label_size: int,
                        category_of: list[int], step: Callable[[int], None]) -> tuple[dict, dict, dict]:
     """Tally the calibration images at every candidate level (this rank's share of the batches,
@@ -449,15 +452,17 @@ def _choose_iqr_levels(generator: torch.nn.Module, segmenter: Segmenter, layers:
             for up, chunk_labels in upsampled_chunks(trace[layer], labels):
                 tallies[layer].add(up, chunk_labels)
         step(done)
-    levels, iqr, labels = {}, {}, {}
+    levels: dict[str, torch.Tensor] = {}
+    iqr: dict[str, torch.Tensor] = {}
+    labels_of: dict[str, torch.Tensor] = {}
     for layer in layers:
         tallies[layer].all_reduce()
         choice = choose_levels(tallies[layer].at_levels(), tallies[layer].levels, category_of)
-        levels[layer], iqr[layer], labels[layer] = choice.level, choice.iqr, choice.label
-    return levels, iqr, labels
+        levels[layer], iqr[layer], labels_of[layer] = choice.level, choice.iqr, choice.label
+    return levels, iqr, labels_of
 
 
-def _calibration_levels(generator: torch.nn.Module, layers: Sequence[str], config: DissectConfig,
+def _calibration_levels(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig,
                         shapes: dict[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
     """Candidate levels per unit from the run's first images, computed alike in every process
     (same batches as a one-process run, so the levels are bit-identical across ranks)."""

@@ -64,8 +64,9 @@ class HFSegmenter:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.identity = identity
-        id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-        count = int(model.config.num_labels)
+        config: Any = model.config
+        id2label = {int(k): str(v) for k, v in config.id2label.items()}
+        count = int(config.num_labels)
         names = [label_name(id2label.get(i, f"label{i}")) for i in range(count)]
         concepts = [BRUSH_CONCEPTS.get(name, name) for name in names]
         unique = list(dict.fromkeys(concepts))

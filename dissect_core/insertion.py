@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from torch.nn import functional as F
 from dissect_core.efficacy import Window, paint_share
 from dissect_core.intervene import Stroke, learned_insertion
 from models.samples import z_tensor
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["InsertionConfig", "InsertionResult", "learn_insertion", "WindowContexts", "window_contexts",
            "ContextPrior", "context_regions", "out_of_context_regions", "restore_regions",
@@ -215,7 +219,7 @@ def _region_score(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (score * up).sum((1, 2)) / up.sum((1, 2)).clamp(min=1)
 
 
-def learn_insertion(generator: torch.nn.Module, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
+def learn_insertion(generator: ProgressiveGenerator, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
                     score: ScoreFn, concept: int, n_labels: int, value: np.ndarray | torch.Tensor,
                     config: InsertionConfig = InsertionConfig(), init: np.ndarray | None = None,
                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None
@@ -233,7 +237,9 @@ def learn_insertion(generator: torch.nn.Module, layer: str, segment: Callable[[t
     v0 = torch.as_tensor(np.asarray(value), dtype=torch.float32, device=device)
 
     # candidate regions, found once on unedited samples
-    features, restore, batches = [], [], []
+    features: list[torch.Tensor] = []
+    restore: list[Any] = []
+    batches: list[Any] = []
     ids = list(range(config.first, config.first + config.samples))
     with torch.no_grad():
         for start in range(0, len(ids), 32):
@@ -342,7 +348,7 @@ class BrushScore:
 
 
 @torch.no_grad()
-def score_brush(generator: torch.nn.Module, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
+def score_brush(generator: ProgressiveGenerator, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
                 concept: int, n_labels: int, candidates: Sequence[tuple[np.ndarray, np.ndarray]],
                 ids: Sequence[int], seed: int = 1, region: int = 2, min_support: float = 0.02,
                 rng: np.random.Generator | None = None) -> list[BrushScore]:
@@ -363,7 +369,7 @@ def score_brush(generator: torch.nn.Module, layer: str, segment: Callable[[torch
     scores = []
     for alpha, value in candidates:
         units, values, weights = learned_insertion(alpha, value, 0.5)  # the painter's default strength
-        stroke_for = lambda mask: Stroke(units, values, "add", mask, weights=weights)  # noqa: E731
+        stroke_for = lambda mask: Stroke(units, values, "add", mask, weights=weights)
         shares = []
         for chosen in windows:
             results = [r for start in range(0, len(chosen), 32)
@@ -394,7 +400,7 @@ class GalleryEntry:
 
 
 @torch.no_grad()
-def best_single_unit(generator: torch.nn.Module, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
+def best_single_unit(generator: ProgressiveGenerator, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
                      concept: int, candidates: Sequence[int], levels: np.ndarray, ids: Sequence[int],
                      seed: int = 1, gain: float = 1.5, region: int = 2,
                      rng: np.random.Generator | None = None) -> GalleryEntry | None:

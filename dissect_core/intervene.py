@@ -42,7 +42,9 @@ from torch.nn import functional as F
 if TYPE_CHECKING:
     from dissect_core.gandissect import LayerTable
 
-__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion", "learned_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit", "MAX_UNIT_FRACTION"]
+__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion",
+           "learned_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit",
+           "MAX_UNIT_FRACTION"]
 
 Action = Literal["add", "remove", "erase"]
 MAX_UNIT_FRACTION = 0.25
@@ -75,13 +77,13 @@ class Stroke:
             raise ValueError("weights need one value in [0, 1] per unit")
 
 
-def unit_values(units: Sequence[int], levels: Sequence[float] | torch.Tensor, strength: float) -> tuple[float, ...]:
+def unit_values(units: Sequence[int], levels: Sequence[float] | torch.Tensor | np.ndarray, strength: float) -> tuple[float, ...]:
     """What an add stroke writes on each unit: its insertion level x (0.5 + strength)."""
     scale = 0.5 + strength
     return tuple(float(levels[u]) * scale for u in units)
 
 
-def brush_units(ranking: Sequence[int], levels: Sequence[float] | torch.Tensor, strength: float, layer_units: int,
+def brush_units(ranking: Sequence[int], levels: Sequence[float] | torch.Tensor | np.ndarray, strength: float, layer_units: int,
                 max_fraction: float = MAX_UNIT_FRACTION) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The first ``k`` units of a ranking and their insertion values for a given strength."""
     if not 0.0 <= strength <= 1.0:

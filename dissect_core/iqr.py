@@ -31,7 +31,7 @@ FALLBACK_INDEX = len(FRACTIONS) - 1 - int(np.argmin(np.abs(FRACTIONS - 0.01)))
 """Index of the top-1 % level among the ascending candidate levels."""
 
 
-def candidate_levels(values: torch.Tensor, fractions: Sequence[float] = FRACTIONS) -> torch.Tensor:
+def candidate_levels(values: torch.Tensor, fractions: Sequence[float] | np.ndarray = FRACTIONS) -> torch.Tensor:
     """(units, K) ascending levels with a share ``f`` of each unit's ``values`` (units, M) above.
 
     The level for ``f`` is the ``(ceil(f M) + 1)``-th largest value (the smallest value for f = 1);
@@ -60,8 +60,11 @@ def information_quality_ratio(intersection: torch.Tensor, unit_area: torch.Tenso
     def plogp(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # p * log(p / q), 0 where p == 0
         return torch.where(p > 0, p * torch.log(p.clamp(min=1e-300) / q.clamp(min=1e-300)), torch.zeros_like(p))
 
-    mutual = sum(plogp(p, a * b) for p, a, b in cells)
-    joint = -sum(plogp(p, torch.ones_like(p)) for p, _, _ in cells)
+    mutual = torch.zeros_like(cells[0][0])  # 0 + x is x: the same sums as Python's sum()
+    joint = torch.zeros_like(cells[0][0])
+    for p, a, b in cells:
+        mutual = mutual + plogp(p, a * b)
+        joint = joint - plogp(p, torch.ones_like(p))
     iqr = torch.where(joint > 0, mutual / joint.clamp(min=1e-300), torch.zeros_like(joint))
     return iqr, p11 + p00
 

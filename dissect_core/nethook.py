@@ -19,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 __all__ = ["Trace", "StopForward", "module_by_name", "layer_names", "count_hooks", "run_to", "private_copy",
            "relus_replaced", "folded_copy"]
@@ -150,7 +153,7 @@ def run_to(model: nn.Module, layers: str | Iterable[str], *args: object, **kwarg
     return dict(trace.outputs)
 
 
-def private_copy(module: torch.nn.Module) -> torch.nn.Module:
+def private_copy(module: ModuleT) -> ModuleT:
     """A copy of ``module`` whose hooks nobody else sees.
 
     Forward hooks belong to the module object, so a ``Trace`` on a model that another thread is

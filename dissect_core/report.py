@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from dissect_core.gandissect import MIN_IQR, LayerTable, upsample_to
 from dissect_core.nethook import Trace
 from models.imaging import to_uint8
 from models.samples import z_tensor
+
+if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["unit_strips", "masked_image", "bargraph_svg", "write_layer_report"]
 
@@ -31,7 +35,7 @@ def masked_image(image: np.ndarray, activation: torch.Tensor, level: float) -> n
 
 
 @torch.no_grad()
-def render_with_activations(generator: torch.nn.Module, layer: str, ids: list[int], seed: int = 1,
+def render_with_activations(generator: ProgressiveGenerator, layer: str, ids: list[int], seed: int = 1,
                             batch_size: int = 32) -> tuple[dict[int, np.ndarray], dict[int, torch.Tensor]]:
     """Images (uint8) and the layer's activations for sample ids."""
     device = next(generator.parameters()).device
@@ -47,7 +51,7 @@ def render_with_activations(generator: torch.nn.Module, layer: str, ids: list[in
     return images, acts
 
 
-def unit_strips(generator: torch.nn.Module, table: LayerTable, out_dir: Path, count: int = 6,
+def unit_strips(generator: ProgressiveGenerator, table: LayerTable, out_dir: Path, count: int = 6,
                 units: list[int] | None = None) -> dict[int, str]:
     """Write ``<unit>-top.png`` strips (``count`` top images, masked) under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,7 @@ def bargraph_svg(table: LayerTable) -> str:
     return "".join(parts)
 
 
-def write_layer_report(generator: torch.nn.Module, table: LayerTable, out_dir: Path, strips: int = 6) -> Path:
+def write_layer_report(generator: ProgressiveGenerator, table: LayerTable, out_dir: Path, strips: int = 6) -> Path:
     """``report.html`` + ``image/*.png`` + ``bargraph.svg`` for one layer; returns the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = unit_strips(generator, table, out_dir / "image", strips)

@@ -11,18 +11,25 @@ on the command line, and ``hf:<model id or dir>`` loads a real-scene segmenter t
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:
+    from models.segmenter import WorldSegmenter
 
 __all__ = ["Segmenter", "WorldSegmenterAdapter", "load_segmenter", "category_index"]
 
 
 @runtime_checkable
 class Segmenter(Protocol):
-    labels: Sequence[tuple[str, str]]
-    categories: Sequence[str]
+    @property
+    def labels(self) -> Sequence[tuple[str, str]]: ...
+
+    @property
+    def categories(self) -> Sequence[str]: ...
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -38,7 +45,7 @@ class WorldSegmenterAdapter:
 
     categories = ("object", "material", "color")
 
-    def __init__(self, model: torch.nn.Module, identity: str = "world64/segmenter") -> None:
+    def __init__(self, model: WorldSegmenter, identity: str = "world64/segmenter") -> None:
         from models.world.labels import LABELS
 
         self.model = model
@@ -71,7 +78,7 @@ class WorldSegmenterAdapter:
         return self.model(images)[category].float().softmax(1)[:, index]
 
 
-def load_segmenter(spec: str, device: str = "cpu", zoo_dir: object = None) -> Segmenter:
+def load_segmenter(spec: str, device: str = "cpu", zoo_dir: str | os.PathLike[str] | None = None) -> Segmenter:
     """A zoo id (``world64/segmenter``), ``hf:<model id or local dir>`` (a ``transformers`` semantic
     segmentation model, local only) or ``package.module:factory`` (called with ``device=``)."""
     if spec.startswith("hf:"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ def quantile_rank(total: int, quantile: float) -> int:
     return total - max(math.ceil(quantile * total), 1) + 1
 
 
-def _dist():  # noqa: ANN202 - returns the torch.distributed module when a group is running
+def _dist():
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
@@ -85,7 +86,7 @@ class TopValues:
         dist = _dist()
         if dist is None:
             return
-        counts = [None] * dist.get_world_size()
+        counts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(counts, (self.count, self.values.cpu()))
         self.values = torch.empty(0, self.units, device=self.values.device)
         self.count = 0
@@ -182,7 +183,7 @@ class TopImages:
         dist = _dist()
         if dist is None:
             return
-        parts = [None] * dist.get_world_size()
+        parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, (self.scores.cpu(), self.indices.cpu()))
         device = self.scores.device
         self._select(torch.cat([p[0] for p in parts], 1).to(device), torch.cat([p[1] for p in parts], 1).to(device))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,7 +22,12 @@ from dissect_core.stats import TopImages, TopValues, quantile_rank
 
 __all__ = ["TopK", "top_activating", "write_strips"]
 
-ImageSource = Sequence[np.ndarray]  # random access (H, W, 3) uint8 images
+class ImageSource(Protocol):
+    """Random access (H, W, 3) uint8 images: a list, an ``ImageFolder``, a probe set's images."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
 
 
 @dataclass
@@ -55,7 +61,7 @@ def top_activating(model: torch.nn.Module, layer: str, source: ImageSource, k: i
             with Trace(model, layer, stop=True) as trace:
                 model(_batch(source, indices, device))
             acts = trace[layer].float()
-            if tops is None:
+            if tops is None or images is None:
                 units, h, w = acts.shape[1:]
                 tops = TopValues(units, quantile_rank(count * h * w, 1 - quantile), device)
                 images = TopImages(units, k, device)

@@ -13,10 +13,13 @@ import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from models.proggan import ProgressiveGenerator, normalize_state_dict, sizes_from_state_dict
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 __all__ = [
     "CheckpointError",
@@ -27,14 +30,15 @@ __all__ = [
 ]
 
 
-def for_inference(module: torch.nn.Module) -> torch.nn.Module:
+def for_inference(module: ModuleT) -> ModuleT:
     """Eval mode, frozen, channels-last conv weights.
 
     Channels-last roughly halves the convolution time of our models on CPU (oneDNN's blocked
     kernels; ``bench/dissect_speed.py``) and is neutral or better on GPU. Outputs agree with the
     default layout to float rounding (~1e-5); every loader uses this so all consumers match.
     """
-    return module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    module.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return module
 
 
 class CheckpointError(ValueError):

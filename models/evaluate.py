@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.classifier import SceneClassifier
+from models.proggan import ProgressiveGenerator
 from models.samples import z_tensor
 from models.segmenter import WorldSegmenter
 from models.train.data import world_arrays
@@ -76,7 +78,7 @@ def classifier_report(classifier: nn.Module, count: int = 2000, size: int = 64, 
             "confusion": confusion.tolist(), "classes": list(SCENES)}
 
 
-def pooled_features(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def pooled_features(classifier: SceneClassifier, images: torch.Tensor) -> torch.Tensor:
     """The classifier's global-average-pooled features (the input of its linear layer)."""
     return classifier.pool(classifier.features(images)).flatten(1)
 
@@ -118,7 +120,7 @@ def _segmenter_input(segmenter: WorldSegmenter, images: torch.Tensor, size: int 
 
 
 @torch.no_grad()
-def generator_report(generator: nn.Module, segmenter: WorldSegmenter, classifier: nn.Module, samples: int = 5000,
+def generator_report(generator: ProgressiveGenerator, segmenter: WorldSegmenter, classifier: SceneClassifier, samples: int = 5000,
                      device: str = "cpu", batch: int = 100, world_name: str = "classic",
                      progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Frechet distance (and floor) plus concept statistics of ``samples`` generated images, against
@@ -138,7 +140,8 @@ def generator_report(generator: nn.Module, segmenter: WorldSegmenter, classifier
         gen_maps.append(segmenter.segment(_segmenter_input(segmenter, images))[:, :2].cpu().numpy())
         if progress is not None:
             progress("generate", min(done * batch, samples), samples)
-    world_features, world_seg = [], []
+    world_features: list[np.ndarray] = []
+    world_seg: list[np.ndarray] = []
     for part, images in _batches(world["images"], batch, device):
         if progress is not None:
             progress("world features", part.stop, len(world["images"]))

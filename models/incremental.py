@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -55,9 +56,19 @@ class SuffixCache:
         return sum(t.numel() * t.element_size() for t in [self.inputs, *self.outputs])
 
 
-def _blocks(generator: ProgressiveGenerator, layer: str) -> list[nn.Module]:
+Block = NormConvBlock | NormUpscaleConvBlock | OutputConvBlock
+"""The blocks a ProGAN has after its first layers (``supports`` checks that they are all of these)."""
+
+
+def _blocks(generator: ProgressiveGenerator, layer: str) -> list[Block]:
     names = generator.layer_names
-    return [generator._modules[name] for name in names[names.index(layer) + 1:]]  # type: ignore[misc]
+    return [cast(Block, generator._modules[name]) for name in names[names.index(layer) + 1:]]
+
+
+def _half(conv: nn.Conv2d) -> int:
+    """Half-width of a "same" convolution (its padding)."""
+    padding = conv.padding
+    return int(padding[0]) if isinstance(padding, tuple) else 0
 
 
 def supports(generator: nn.Module, layer: str) -> bool:
@@ -69,7 +80,7 @@ def supports(generator: nn.Module, layer: str) -> bool:
             if block.conv.kernel_size != (1, 1):
                 return False
         elif isinstance(block, (NormConvBlock, NormUpscaleConvBlock)):
-            k, p = block.conv.kernel_size[0], block.conv.padding[0]
+            k, p = block.conv.kernel_size[0], _half(block.conv)
             if block.conv.kernel_size[0] != block.conv.kernel_size[1] or k != 2 * p + 1 or block.conv.stride != (1, 1):
                 return False
         else:
@@ -101,11 +112,11 @@ def _grow(span: Span, margin: int, size: int) -> Span:
     return max(0, span[0] - margin), min(size, span[1] + margin)
 
 
-def _reach(block: nn.Module, box: Box, size: int) -> tuple[Box, int]:
+def _reach(block: Block, box: Box, size: int) -> tuple[Box, int]:
     """The box of ``block``'s output a change in ``box`` of its input can reach, and the output size."""
     if isinstance(block, OutputConvBlock):
         return box, size
-    half = block.conv.padding[0]
+    half = _half(block.conv)
     if isinstance(block, NormUpscaleConvBlock):
         box, size = Box((2 * box.rows[0], 2 * box.rows[1]), (2 * box.cols[0], 2 * box.cols[1])), 2 * size
     return Box(_grow(box.rows, half, size), _grow(box.cols, half, size)), size
@@ -145,11 +156,11 @@ def _window_input(x: torch.Tensor, out: Box, half: int, upscale: bool, norm: nn.
     return F.pad(piece, padding)
 
 
-def _block_window(block: nn.Module, x: torch.Tensor, out: Box) -> torch.Tensor:
+def _block_window(block: Block, x: torch.Tensor, out: Box) -> torch.Tensor:
     """``block``'s output on the window ``out`` (the same numbers the full block computes there)."""
     if isinstance(block, OutputConvBlock):
         return block(x[:, :, out.rows[0]:out.rows[1], out.cols[0]:out.cols[1]])
-    piece = _window_input(x, out, block.conv.padding[0], isinstance(block, NormUpscaleConvBlock), block.norm)
+    piece = _window_input(x, out, _half(block.conv), isinstance(block, NormUpscaleConvBlock), block.norm)
     return block.relu(block.wscale(F.conv2d(piece, block.conv.weight)))
 
 

@@ -10,8 +10,8 @@ strictly, and so do the zoo models trained by ``models.train``.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -150,7 +150,7 @@ class ProgressiveGenerator(nn.Sequential):
         level = (k - 1) // 2  # layer1, layer2 -> 4x4; layer3, layer4 -> 8x8; ...
         return (self.sizes[level + 1], 4 * 2**level, 4 * 2**level)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() == 2:
             z = z[:, :, None, None]
         if z.dim() != 4 or z.shape[1] != self.z_dim or z.shape[2:] != (1, 1):
@@ -189,7 +189,7 @@ def normalize_state_dict(state: Mapping[str, object]) -> dict[str, torch.Tensor]
     Raises ``ValueError`` describing what was found when the mapping is not a ProGAN generator.
     """
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]  # type: ignore[assignment]
+        state = state["state_dict"]
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):

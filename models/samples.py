@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ MAX_SAMPLE_ID = 999_999
 CHUNK_ROWS = 1024
 
 _lock = threading.Lock()
-_checkpoints: dict[tuple[int, int], list[tuple]] = {}
+_checkpoints: dict[tuple[int, int], list[Any]] = {}
 
 
 def check_sample_id(sample_id: int) -> int:

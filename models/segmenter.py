@@ -63,7 +63,7 @@ class WorldSegmenter(nn.Module):
         e2 = self.enc2(F.max_pool2d(e1, 2))
         e3 = self.enc3(F.max_pool2d(e2, 2))
         b = self.bottom(F.max_pool2d(e3, 2))
-        up = lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+        up = lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         d3 = self.dec3(torch.cat([up(b), e3], 1))
         d2 = self.dec2(torch.cat([up(d3), e2], 1))
         d1 = self.dec1(torch.cat([up(d2), e1], 1))

@@ -1,8 +1,8 @@
 """App factory: settings -> catalog + executor + metrics -> FastAPI app with routers.
 
 The lifespan loads the default model (a missing or corrupt zoo file fails startup with a message
-naming the file), starts the inference executor, and starts the dissection-table load/build in the
-background so the app answers (``/readyz`` says what is still building) while it works.
+naming the file), starts the inference executor, and finds the edit layer's dissection table (or
+queues its build as a job) so the app answers (``/readyz`` says what is still building) while it works.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-import torch
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,16 +19,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api import cam, dissection, health, jobs, models, pages, paint, session
-from server.errors import ServiceError, error_body, http_headers
-from server.auth import SessionStore
 from server.bodylimit import BodyLimit
-from server.catalog import Catalog
-from server.devices import resolve_device
-from server.jobs import JobManager
-from server.metrics import Metrics
-from server.ratelimit import KeyedBuckets
-from server.runtime import InferenceExecutor, resolve_precision
+from server.errors import ServiceError, error_body, http_headers
 from server.settings import Settings
+from server.state import AppState
 from server.tables import ensure_edit_table
 
 __all__ = ["create_app", "AppState"]
@@ -36,35 +30,6 @@ __all__ = ["create_app", "AppState"]
 log = logging.getLogger("ganpaint")
 UPLOAD_ROUTES = ("/api/cam",)
 """Routes that take pictures: their bodies may be up to ``max_upload_bytes``."""
-
-
-class AppState:
-    """Everything a request handler needs, hung on ``app.state.ganpaint``."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.device = resolve_device(settings.device)
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        self.metrics = Metrics()
-        self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
-                               self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
-                               settings.dissect_threshold, settings.checkpoint_every_s)
-        self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
-                                          settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items,
-                                          resolve_precision(settings.precision, self.device),
-                                          incremental=settings.incremental,
-                                          incremental_bytes=settings.incremental_cache_mb << 20,
-                                          incremental_max_fraction=settings.incremental_max_fraction)
-        self.sessions = SessionStore(settings.session_ttl_s)
-        self.login_attempts = KeyedBuckets(settings.login_per_minute / 60, burst=5)
-        self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
-        self.classifier: torch.nn.Module | None = None
-        self.ready = False
-        self.draining = False
-        self.lifespans = 0
-        """Open lifespans: the app may be started by several servers or test clients in one process;
-        the executor and jobs stop when the last one ends."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

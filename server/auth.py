@@ -96,7 +96,7 @@ async def accept_websocket(websocket: WebSocket, subprotocol: str | None = None)
     origin = websocket.headers.get("origin")
     reason = None
     if not settings.origin_allowed(origin):
-        reason = f"origin {origin[:60]} not allowed; add it to GANPAINT_ALLOWED_ORIGINS"
+        reason = f"origin {(origin or '')[:60]} not allowed; add it to GANPAINT_ALLOWED_ORIGINS"
     else:
         token = session_token(settings)
         if not token_supplied(token, websocket.headers, websocket.cookies, offered, websocket.app.state.ganpaint.sessions):

@@ -24,6 +24,7 @@ from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_ed
 from dissect_core.nethook import private_copy
 from models import incremental
 from models.imaging import to_uint8
+from models.proggan import ProgressiveGenerator
 from models.samples import z_tensor
 from server.caches import FeatureCache, PainterStates, PainterTag
 from server.catalog import Catalog, LoadedModel
@@ -67,7 +68,7 @@ class Painting:
         self.painters = PainterStates(incremental_bytes)
         self.work_fraction: deque[float] = deque(maxlen=4096)
         """Share of the full suffix each of the last renders did (1 = full, 0 = unchanged)."""
-        self._render_copies: dict[str, torch.nn.Module] = {}
+        self._render_copies: dict[str, ProgressiveGenerator] = {}
 
     def forget(self, client: str) -> None:
         """A painter went away: drop its cached layer outputs."""
@@ -145,7 +146,7 @@ class Painting:
     def _tag(model: LoadedModel, layer: str, recipe: Recipe) -> PainterTag:
         return (model.id, layer, recipe.sample if recipe.sample is not None else tuple(recipe.z or ()))
 
-    def _renderer(self, model: LoadedModel) -> torch.nn.Module:
+    def _renderer(self, model: LoadedModel) -> ProgressiveGenerator:
         """The generator in the painting precision (a converted copy, made once per model)."""
         if self.dtype == torch.float32:
             return model.generator

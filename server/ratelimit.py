@@ -13,7 +13,7 @@ class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up. ``take`` spends one and says how long to
     wait before acting when none was left (0 when one was)."""
 
-    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate, self.burst, self._clock = rate, burst, clock
@@ -43,7 +43,7 @@ class TokenBucket:
 class KeyedBuckets:
     """One bucket per key (a client address), the least recently used forgotten beyond ``max_keys``."""
 
-    def __init__(self, rate: float, burst: float, max_keys: int = 10_000, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000, clock=time.monotonic) -> None:
         self.rate, self.burst, self.max_keys, self._clock = rate, burst, max_keys, clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._lock = threading.Lock()

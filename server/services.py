@@ -14,13 +14,16 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dissect_core.datasets.broden import BrodenDataset
 from dissect_core.netdissect import NetDissectTable, class_drivers, tally_csv, unique_detectors
 from dissect_core.topk import TopK, write_strips
+
+if TYPE_CHECKING:
+    from models.proggan import ProgressiveGenerator
 
 __all__ = ["shared_classifier", "world_images", "ensure_world_probe", "featviz_images", "write_netdissect_outputs"]
 
@@ -38,15 +41,16 @@ def shared_classifier(state: Any) -> torch.nn.Module:
 
 
 def featviz_images(model: torch.nn.Module, layer: str, units: list[int], param_kind: str, steps: int, lr: float,
-                   seed: int, generator: torch.nn.Module | None = None, diversity_weight: float = 0.0,
+                   seed: int, generator: ProgressiveGenerator | None = None, diversity_weight: float = 0.0,
                    progress: Callable[[int, int, float], None] | None = None,
-                   cancelled: Callable[[], bool] | None = None):  # noqa: ANN201 - FeatvizResult
+                   cancelled: Callable[[], bool] | None = None):
     """One image per unit, optimised as one batch: ``fft`` (1/f spectrum, decorrelated colour),
     ``pixel``, or ``gan`` (the z of ``generator``, a prior of natural-looking world images)."""
     from dissect_core.featviz import FFTImage, GeneratorPrior, PixelImage, Transforms, channel, diversity, render
 
     gen = torch.Generator().manual_seed(seed)
     batch = len(units)
+    param: torch.nn.Module
     if param_kind == "gan":
         if generator is None:
             raise ValueError("the gan parameterisation needs a generator")
@@ -98,15 +102,15 @@ class _ProbeImages:
     def __len__(self) -> int:
         return len(self.probe)
 
-    def __getitem__(self, index: int):  # noqa: ANN204
+    def __getitem__(self, index: int):
         return self.probe.image(index)
 
 
-def write_netdissect_outputs(model, table: NetDissectTable, probe: BrodenDataset, out: Path, strips: int) -> dict:  # noqa: ANN001
+def write_netdissect_outputs(model, table: NetDissectTable, probe: BrodenDataset, out: Path, strips: int) -> dict:
     """tally.csv (NetDissect-Lite's layout), netdissect.json, top-image strips and report.html in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "tally.csv").write_text(tally_csv(table))
-    units = []
+    units: list[dict[str, Any]] = []
     for unit in range(table.units):
         label, category, iou = table.unit_label(unit)
         units.append({"unit": unit, "label": label, "category": category, "iou": iou,

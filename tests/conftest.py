@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-import torch
-
 # anyio (a pytest plugin, so pytest rewrites its modules on import) loads its file module lazily, on the
 # first FileResponse; done on a server thread while another thread compiles, CPython 3.11.7's parser
 # can fail with "AST constructor recursion depth mismatch". Importing it here, once, avoids the race.
-import anyio._core._fileio  # noqa: F401, E402
+import anyio._core._fileio  # noqa: F401
+import pytest
+import torch
 
 
 def released_state_dict(sizes: list[int], seed: int = 0, old_format: bool = False) -> dict[str, torch.Tensor]:

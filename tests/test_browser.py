@@ -39,17 +39,17 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     yield from _serve(tiny_zoo, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     # on every interface, so that it can also be reached under a second host name (127.0.0.2)
     yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret"}, host="0.0.0.0")
 
 
-def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None,  # noqa: ANN202
+def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None,
            host: str = "127.0.0.1"):
     world = "world64" in list_zoo()
     port = free_port()
@@ -63,7 +63,7 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
                    GANPAINT_DISSECT_SAMPLES="40", GANPAINT_CAUSAL_SAMPLES="4")
     # the server's output goes to a file: an unread pipe fills up and then blocks the server's logging
     log_path = tmp_path_factory.mktemp("browser-log") / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed after the server stops
+    log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", str(port),
                              "--log-level", "warning"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -86,18 +86,18 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
     log_file.close()
 
 
-def open_painter(page, server: dict, path: str = "/"):  # noqa: ANN001, ANN201
+def open_painter(page, server: dict, path: str = "/"):
     page.goto(server["base"] + path)
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     wait_png(page, 0)
     return page
 
 
-def shown_seq(page) -> int:  # noqa: ANN001
+def shown_seq(page) -> int:
     return int(page.eval_on_selector("#image", "c => Number(c.dataset.seq || -1)"))
 
 
-def wait_png(page, after: int) -> int:  # noqa: ANN001
+def wait_png(page, after: int) -> int:
     """Wait for a final (PNG) image newer than seq ``after``; returns its seq."""
     page.wait_for_function(
         "after => { const c = document.getElementById('image'); return c.dataset.format === 'png' && "
@@ -106,14 +106,14 @@ def wait_png(page, after: int) -> int:  # noqa: ANN001
     return shown_seq(page)
 
 
-def pixels(page) -> np.ndarray:  # noqa: ANN001
+def pixels(page) -> np.ndarray:
     data = page.evaluate("() => { const c = document.getElementById('image');"
                          " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }")
     side = int(round((len(data) / 4) ** 0.5))
     return np.array(data, dtype=np.int32).reshape(side, side, 4)[..., :3]
 
 
-def drag(page, x0: float, y0: float, x1: float, y1: float) -> None:  # noqa: ANN001
+def drag(page, x0: float, y0: float, x1: float, y1: float) -> None:
     """Drag between fractions of the canvas."""
     box = page.locator("#overlay").bounding_box()
     page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
@@ -122,7 +122,7 @@ def drag(page, x0: float, y0: float, x1: float, y1: float) -> None:  # noqa: ANN
     page.mouse.up()
 
 
-def choose_brush(page, server: dict) -> None:  # noqa: ANN001
+def choose_brush(page, server: dict) -> None:
     if server["world"]:
         page.get_by_role("button", name="brush tree").click()
     else:  # the tiny model has no detector units: paint with units, as from the unit browser
@@ -131,7 +131,7 @@ def choose_brush(page, server: dict) -> None:  # noqa: ANN001
         wait_png(page, 0)
 
 
-def test_paint_undo_redo(page, app_server: dict) -> None:  # noqa: ANN001
+def test_paint_undo_redo(page, app_server: dict) -> None:
     open_painter(page, app_server)
     choose_brush(page, app_server)
     page.locator("#strength").fill("100")
@@ -158,7 +158,7 @@ def test_paint_undo_redo(page, app_server: dict) -> None:  # noqa: ANN001
     assert np.array_equal(pixels(page), original)
 
 
-def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
+def test_brush_size_keys(page, app_server: dict) -> None:
     open_painter(page, app_server)
     start = int(page.locator("#brush-size").input_value())
     resolution = app_server["resolution"]
@@ -180,7 +180,7 @@ def test_brush_size_keys(page, app_server: dict) -> None:  # noqa: ANN001
     assert int(page.locator("#brush-size").get_attribute("max")) == max(8, resolution // 2)
 
 
-def test_download_and_shared_url(page, context, app_server: dict) -> None:  # noqa: ANN001
+def test_download_and_shared_url(page, context, app_server: dict) -> None:
     open_painter(page, app_server)
     choose_brush(page, app_server)
     seq = shown_seq(page)
@@ -200,7 +200,7 @@ def test_download_and_shared_url(page, context, app_server: dict) -> None:  # no
     assert other.locator("#history li").count() == 1
 
 
-def test_reconnect_after_the_socket_dies(page, app_server: dict) -> None:  # noqa: ANN001
+def test_reconnect_after_the_socket_dies(page, app_server: dict) -> None:
     open_painter(page, app_server)
     choose_brush(page, app_server)
     page.evaluate("() => window.ganpaintSocket.dropConnection()")
@@ -213,7 +213,7 @@ def test_reconnect_after_the_socket_dies(page, app_server: dict) -> None:  # noq
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
-def test_viewports(browser, app_server: dict, viewport: tuple[int, int]) -> None:  # noqa: ANN001
+def test_viewports(browser, app_server: dict, viewport: tuple[int, int]) -> None:
     touch = viewport[0] < 500
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=touch, is_mobile=touch)
     page = context.new_page()
@@ -233,7 +233,7 @@ def test_viewports(browser, app_server: dict, viewport: tuple[int, int]) -> None
     context.close()
 
 
-def test_remove_a_lamp(page, app_server: dict) -> None:  # noqa: ANN001
+def test_remove_a_lamp(page, app_server: dict) -> None:
     if not app_server["world"]:
         pytest.skip("needs the world64 zoo model (lamps)")
     from dissect_core.segmenters import load_segmenter
@@ -268,7 +268,7 @@ def test_remove_a_lamp(page, app_server: dict) -> None:  # noqa: ANN001
     assert remaining < 0.5 * int(counts[sample]), (remaining, int(counts[sample]))
 
 
-def test_unit_browser(page, app_server: dict) -> None:  # noqa: ANN001
+def test_unit_browser(page, app_server: dict) -> None:
     page.goto(app_server["base"] + "/units")
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     rows = page.locator("#rows tr")
@@ -302,7 +302,7 @@ def test_unit_browser(page, app_server: dict) -> None:  # noqa: ANN001
     assert json.loads(page.evaluate("() => localStorage.getItem('ganpaint-custom-brushes')"))[0]["name"] == "my units"
 
 
-def test_cam_and_unit_pages(page, app_server: dict) -> None:  # noqa: ANN001
+def test_cam_and_unit_pages(page, app_server: dict) -> None:
     page.goto(app_server["base"] + "/cam")
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     assert page.locator("#results canvas").count() == 5  # input + 4 default methods
@@ -313,7 +313,7 @@ def test_cam_and_unit_pages(page, app_server: dict) -> None:  # noqa: ANN001
     assert "IoU" in page.locator("#dissection").inner_text()
 
 
-def test_a_late_preview_never_covers_the_final_image(page, app_server: dict) -> None:  # noqa: ANN001
+def test_a_late_preview_never_covers_the_final_image(page, app_server: dict) -> None:
     """A drag preview that arrives just before the final PNG but decodes after it must not be drawn
     over it (it was: the canvas then showed a stale JPEG)."""
     open_painter(page, app_server)
@@ -336,7 +336,7 @@ def test_a_late_preview_never_covers_the_final_image(page, app_server: dict) -> 
     assert page.eval_on_selector("#image", "c => [c.dataset.seq, c.dataset.format]") == [str(final_seq), "png"]
 
 
-def test_token_mode_sign_in_then_paint(page, token_server: dict) -> None:  # noqa: ANN001
+def test_token_mode_sign_in_then_paint(page, token_server: dict) -> None:
     """With GANPAINT_TOKEN set, a browser is sent to the sign-in page, and after signing in every
     request works: REST, images in <img src> (no header possible) and the painting websocket."""
     page.goto(token_server["base"] + "/units")
@@ -358,13 +358,13 @@ def test_token_mode_sign_in_then_paint(page, token_server: dict) -> None:  # noq
     assert pixels(page).std() > 1
 
 
-def _sign_in(page) -> None:  # noqa: ANN001
+def _sign_in(page) -> None:
     page.wait_for_url("**/login?next=*", timeout=15_000)
     page.fill("#token", "browser-s3cret")
     page.click("button[type=submit]")
 
 
-def test_a_shared_link_survives_sign_in_and_next_never_leaves_the_site(browser, token_server: dict) -> None:  # noqa: ANN001
+def test_a_shared_link_survives_sign_in_and_next_never_leaves_the_site(browser, token_server: dict) -> None:
     """A share link opened in a browser that has not signed in comes back, #r= fragment and all; a
     ``next`` that a browser would read as another host (backslashes, //) lands on the painter."""
     base = token_server["base"]
@@ -387,7 +387,7 @@ def test_a_shared_link_survives_sign_in_and_next_never_leaves_the_site(browser, 
     context.close()
 
 
-def test_logout_revokes_the_session(browser, token_server: dict) -> None:  # noqa: ANN001
+def test_logout_revokes_the_session(browser, token_server: dict) -> None:
     base = token_server["base"]
     context = browser.new_context()
     page = context.new_page()
@@ -402,7 +402,7 @@ def test_logout_revokes_the_session(browser, token_server: dict) -> None:  # noq
     context.close()
 
 
-def test_a_second_host_name_says_why_the_socket_is_refused(page, token_server: dict) -> None:  # noqa: ANN001
+def test_a_second_host_name_says_why_the_socket_is_refused(page, token_server: dict) -> None:
     """The server listens on every interface but allows the Origin of its own name only: reached as
     http://127.0.0.2:PORT the page loads and the painter says what to set instead of retrying forever."""
     other = f"http://127.0.0.2:{token_server['port']}"

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from dissect_core.cam import (
-    CAM, METHODS, GradCAM, ScoreCAM, find_target_layer, make_method, normalize_maps, overlay,
+    CAM,
+    METHODS,
+    GradCAM,
+    ScoreCAM,
+    find_target_layer,
+    make_method,
+    normalize_maps,
+    overlay,
 )
 from dissect_core.nethook import count_hooks
 from models.classifier import SceneClassifier

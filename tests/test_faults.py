@@ -7,14 +7,14 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-import signal
 from pathlib import Path
 
-import numpy as np
 import httpx
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -74,7 +74,7 @@ def test_broken_zoo_file_fails_startup_clearly(tiny_zoo: Path, tmp_path: Path, d
     assert ("missing" in output) if damage == "missing" else ("damaged" in output)
 
 
-def _small_table(tmp_path: Path):  # noqa: ANN202
+def _small_table(tmp_path: Path):
     import torch
 
     from models.proggan import ProgressiveGenerator
@@ -89,7 +89,7 @@ def test_disk_full_while_writing_the_cache_keeps_the_old_table(tmp_path: Path, m
     save_table(table, tmp_path / "t", {"model": "old"})
     before = (tmp_path / "t" / "table.json").read_bytes()
 
-    def full_disk(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def full_disk(*args, **kwargs) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez_compressed", full_disk)  # what save_table writes the arrays with
@@ -100,7 +100,7 @@ def test_disk_full_while_writing_the_cache_keeps_the_old_table(tmp_path: Path, m
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_corrupt_server_cache_is_rebuilt_with_a_warning(tiny_zoo: Path, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+def test_corrupt_server_cache_is_rebuilt_with_a_warning(tiny_zoo: Path, tmp_path: Path, caplog) -> None:
     settings = make_settings(tiny_zoo, tmp_path, causal_samples=0)
     with TestClient(create_app(settings)) as client:
         client.app.state.ganpaint.jobs.wait_idle(60)
@@ -126,7 +126,7 @@ def test_path_traversal_is_refused(tiny_zoo: Path, tmp_path: Path, path: str) ->
         assert "BaseSettings" not in response.text and "[project]" not in response.text
 
 
-def test_no_token_in_logs(tiny_zoo: Path, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+def test_no_token_in_logs(tiny_zoo: Path, tmp_path: Path, caplog) -> None:
     secret = "t0ken-s3cret-value"
     with caplog.at_level(logging.DEBUG):
         with TestClient(create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0, token=secret))) as client:
@@ -161,12 +161,12 @@ def test_renders_while_the_table_builds(tiny_zoo: Path, tmp_path: Path) -> None:
 
 
 def _start(env: dict, port: int, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed when the test ends
+    log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
                              "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
+def _wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

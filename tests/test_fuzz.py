@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from server.app import create_app
 from server.schemas import MaskSpec
@@ -27,7 +27,7 @@ _app_holder: dict = {}
 
 
 @pytest.fixture(scope="module")
-def fuzz_client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def fuzz_client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     app = create_app(make_settings(tiny_zoo, tmp_path_factory.mktemp("fuzz"), causal_samples=0, queue_size=256))
     with TestClient(app) as client:
         app.state.ganpaint.jobs.wait_idle(60)
@@ -45,7 +45,7 @@ def test_api_never_errors_and_keeps_its_contract(fuzz_client: TestClient) -> Non
 
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case) -> None:  # noqa: ANN001
+        def check(case) -> None:
             response = case.call()
             assert response.status_code < 500 or response.status_code == 503, \
                 f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:200]}"
@@ -81,7 +81,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=12)
 
 
-def mutate(draw, message: dict) -> dict:  # noqa: ANN001
+def mutate(draw, message: dict) -> dict:
     """Replace, drop or add one field somewhere in the message."""
     target = message if draw(st.booleans()) else message["recipe"]
     key = draw(st.sampled_from(sorted(target)))
@@ -96,7 +96,7 @@ def mutate(draw, message: dict) -> dict:  # noqa: ANN001
 
 
 @st.composite
-def messages(draw) -> str:  # noqa: ANN001
+def messages(draw) -> str:
     message = {"v": 1, "type": "edit", "seq": draw(st.integers(0, 2**40)), "preview": draw(st.booleans()),
                "recipe": draw(recipes)}
     kind = draw(st.sampled_from(["valid", "mutated", "garbage"]))

@@ -120,7 +120,7 @@ def test_table_round_trip_and_cache(tmp_path: Path, generator: ProgressiveGenera
     assert key != cache_key("abd", "layer4", table.config, "seg")
     assert key != cache_key("abc", "layer4", DissectConfig(samples=9, label_size=16), "seg")
     calls = []
-    compute = lambda: calls.append(1) or table  # noqa: E731
+    compute = lambda: calls.append(1) or table
     cached_table(tmp_path / "cache", key, compute)
     cached_table(tmp_path / "cache", key, compute)
     assert len(calls) == 1

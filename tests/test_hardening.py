@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from tests.test_server import ORIGIN, client, make_settings, recipe  # noqa: F401 - the module's server fixture
+from tests.test_server import ORIGIN, client, make_settings, recipe  # noqa: F401 - client: the shared server fixture
 
 
 def test_deeply_nested_message_is_bad_json_and_the_socket_stays(tiny_zoo: Path, tmp_path: Path) -> None:
     app = create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0))
-    with TestClient(app) as client, client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
+    with TestClient(app) as c, c.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
         for text in ("[" * 100_000, '{"seq": ' + "[" * 50_000 + "]" * 50_000 + "}"):
             ws.send_text(text)
             answer = json.loads(ws.receive_text())
@@ -34,10 +34,10 @@ def test_a_corrupt_operator_checkpoint_is_answered_on_the_websocket(tiny_zoo: Pa
     models_dir.mkdir()
     (models_dir / "broken.pth").write_bytes(b"PK\x03\x04 not really a zip file")
     app = create_app(make_settings(tiny_zoo, tmp_path, models_dir=models_dir, causal_samples=0))
-    with TestClient(app) as client:
-        rest = client.get("/api/models/broken")
+    with TestClient(app) as c:
+        rest = c.get("/api/models/broken")
         assert rest.status_code == 404 and rest.json()["error"]["code"] == "model_unavailable"
-        with client.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
+        with c.websocket_connect("/ws/paint", headers={**ORIGIN}) as ws:
             ws.send_text(json.dumps({"v": 1, "type": "edit", "seq": 4, "recipe": {**recipe(), "model": "broken"}}))
             answer = json.loads(ws.receive_text())
             assert answer == {"type": "error", "seq": 4, "code": "model_unavailable", "message": answer["message"]}
@@ -51,13 +51,10 @@ def test_a_flooding_socket_does_not_starve_a_normal_painter(tiny_zoo: Path, tmp_
     """One socket sends edits as fast as it can; the other sends one edit, waits for its answer, and
     so on. Every edit of the normal painter is answered with an image (never ``busy``), the flood
     holds at most one place in the queue, and dropping its superseded edits writes no log line."""
+    import uvicorn
     import websockets
 
-    from tests.test_server_live import run_async
-
-    import uvicorn
-
-    from tests.test_server_live import free_port
+    from tests.test_server_live import free_port, run_async
 
     port = free_port()
     app = create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0, queue_size=8, max_batch=2, port=port))
@@ -124,7 +121,7 @@ def test_a_flooding_socket_does_not_starve_a_normal_painter(tiny_zoo: Path, tmp_
     assert not [m for m in server_errors if "Superseded" in m or "never retrieved" in m]
 
 
-def test_oversize_bodies_get_the_json_error_and_photos_are_accepted(client: TestClient) -> None:
+def test_oversize_bodies_get_the_json_error_and_photos_are_accepted(client: TestClient) -> None:  # noqa: F811
     import io
 
     import numpy as np
@@ -137,7 +134,7 @@ def test_oversize_bodies_get_the_json_error_and_photos_are_accepted(client: Test
     assert "1,048,576" in declared.json()["error"]["message"]
 
     # no Content-Length (chunked): counted as it arrives
-    def chunks():  # noqa: ANN202
+    def chunks():
         for _ in range(40):
             yield b" " * 65536
 

@@ -181,7 +181,6 @@ def test_server_dissects_a_released_model_with_hf_segmenter(segformer_dir: Path,
     app = create_app(make_settings(tiny_zoo, tmp_path, models_dir=models_dir, segmenter=f"hf:{segformer_dir}",
                                    causal_samples=0, dissect_samples=12))
     with TestClient(app) as client:
-        catalog = app.state.ganpaint.catalog
         first = client.get("/api/models/churchoutdoor_lsun/layers/layer4/brushes")  # first use: its edit layer's build is queued
         assert first.status_code in (200, 503)
         if first.status_code == 503:

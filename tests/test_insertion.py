@@ -7,9 +7,18 @@ import pytest
 import torch
 
 from dissect_core.efficacy import painting_contexts
-from dissect_core.insertion import (ContextPrior, InsertionConfig, context_regions, iou_init, learn_insertion,
-                                   out_of_context_regions, restore_regions, score_brush, unit_brush,
-                                   window_contexts)
+from dissect_core.insertion import (
+    ContextPrior,
+    InsertionConfig,
+    context_regions,
+    iou_init,
+    learn_insertion,
+    out_of_context_regions,
+    restore_regions,
+    score_brush,
+    unit_brush,
+    window_contexts,
+)
 from models.proggan import ProgressiveGenerator
 
 

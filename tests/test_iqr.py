@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dissect_core.gandissect import DissectConfig, dissect, upsample_to
-from dissect_core.segmenters import category_index, load_segmenter
 from dissect_core.iqr import FALLBACK_INDEX, FRACTIONS, candidate_levels, choose_levels, information_quality_ratio
+from dissect_core.segmenters import category_index, load_segmenter
 from dissect_core.stats import IoUTally, LevelTally
 from models.proggan import ProgressiveGenerator
 from models.samples import z_tensor
@@ -164,7 +164,7 @@ def test_iqr_finds_broad_concepts_on_the_world_gan() -> None:
     assert (tables["iqr"].iqr > 0).mean() > 0.5
 
 
-def _hand_table(iou: np.ndarray, iqr: np.ndarray | None, iqr_label: np.ndarray | None):  # noqa: ANN202
+def _hand_table(iou: np.ndarray, iqr: np.ndarray | None, iqr_label: np.ndarray | None):
     from dissect_core.gandissect import LayerTable
 
     units = iou.shape[0]

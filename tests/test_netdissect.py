@@ -119,11 +119,11 @@ def test_cancel(probe: BrodenDataset) -> None:
 class CountingProbe(BrodenDataset):
     """Counts how often each image and its labels are decoded."""
 
-    def __init__(self, root) -> None:  # noqa: ANN001
+    def __init__(self, root) -> None:
         super().__init__(root)
         self.reads = 0
 
-    def __getitem__(self, index: int):  # noqa: ANN204
+    def __getitem__(self, index: int):
         self.reads += 1
         return super().__getitem__(index)
 

@@ -99,7 +99,7 @@ def test_sizes_read_from_file() -> None:
 
 
 class _Exploit:
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self):
         return (Path("/tmp/ganpaint-pwned").touch, ())
 
 

@@ -31,7 +31,7 @@ def make_settings(tiny_zoo: Path, tmp: Path, **extra: object) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def client(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     app = create_app(make_settings(tiny_zoo, tmp_path_factory.mktemp("server")))
     with TestClient(app) as test_client:
         app.state.ganpaint.jobs.wait_idle(60)
@@ -281,11 +281,11 @@ def test_token_mode_guards_job_streams_and_signs_browsers_in(tiny_zoo: Path, tmp
         assert "max-age=0" in c.post("/api/logout").headers["set-cookie"].lower()
 
 
-def hold_painting(monkeypatch: pytest.MonkeyPatch, executor, before) -> None:  # noqa: ANN001
+def hold_painting(monkeypatch: pytest.MonkeyPatch, executor, before) -> None:
     """Run ``before(recipe)`` on the worker thread ahead of each render (to block or fail it)."""
     strokes = executor.painting.strokes
 
-    def held(model, layer, recipe):  # noqa: ANN001, ANN202
+    def held(model, layer, recipe):
         before(recipe)
         return strokes(model, layer, recipe)
 
@@ -295,7 +295,7 @@ def hold_painting(monkeypatch: pytest.MonkeyPatch, executor, before) -> None:  #
 def test_executor_failure_hits_one_request_only(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     executor = client.app.state.ganpaint.executor
 
-    def fail_sample_7(recipe) -> None:  # noqa: ANN001
+    def fail_sample_7(recipe) -> None:
         if recipe.sample == 7:
             raise RuntimeError("injected fault")
 

@@ -20,7 +20,7 @@ import websockets
 from server.schemas import MaskSpec
 
 
-def run_async(coro):  # noqa: ANN001, ANN201
+def run_async(coro):
     """asyncio.run in a fresh thread: other tests (Playwright's sync API) may leave a loop running here."""
     import concurrent.futures
 
@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     env = {**os.environ, "GANPAINT_ZOO_DIR": str(tiny_zoo), "GANPAINT_DEFAULT_MODEL": "tiny",
            "GANPAINT_SEGMENTER": "tiny/segmenter", "GANPAINT_CLASSIFIER": "tiny/classifier",
@@ -44,7 +44,7 @@ def live_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):  # no
            "OMP_NUM_THREADS": "1"}
     # output to a file, not a pipe: nobody reads a pipe while the tests run, and a full one blocks the server
     log_path = tmp_path_factory.mktemp("live-log") / "server.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the fixture ends
+    log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--device", "cpu",
                              "--log-level", "warning"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

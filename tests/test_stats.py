@@ -166,17 +166,17 @@ def test_iou_tally_sparse_and_dense_counts_agree(denominator: str) -> None:
         tally = IoUTally(7, category_of, denominator=denominator)
         tally.add(masks, labels)
         brute_inter = torch.zeros(7, 6, dtype=torch.int64)
-        for l in range(1, 6):
-            brute_inter[:, l] = (masks & (labels == l).any(1, keepdim=True)).sum((0, 2, 3))
+        for label in range(1, 6):
+            brute_inter[:, label] = (masks & (labels == label).any(1, keepdim=True)).sum((0, 2, 3))
         assert torch.equal(tally.intersection, brute_inter), density
         for u in range(7):
             for c in range(2):
                 expected = 0
                 for i in range(5):
                     in_cat = torch.zeros(12, 12, dtype=torch.bool)
-                    for l in range(1, 6):
-                        if category_of[l] == c:
-                            in_cat |= (labels[i] == l).any(0)
+                    for label in range(1, 6):
+                        if category_of[label] == c:
+                            in_cat |= (labels[i] == label).any(0)
                     carries = (masks[i, u] & in_cat).any() if denominator == "mask" else in_cat.any()
                     expected += int(masks[i, u].sum()) if carries else 0
                 assert int(tally.unit_area[u, c]) == expected

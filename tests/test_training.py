@@ -12,8 +12,7 @@ from models.checkpoints import load_generator
 from models.proggan import ProgressiveGenerator
 from models.train.classifier import ClassifierConfig, train_classifier
 from models.train.common import TrainingCancelled
-from models.train.gan import (GanConfig, GrowingGenerator, phases_for, snapshot_state, train_gan,
-                               widen_generator_state)
+from models.train.gan import GanConfig, GrowingGenerator, phases_for, snapshot_state, train_gan, widen_generator_state
 from models.train.segmenter import SegmenterConfig, train_segmenter
 from server.cli import main
 

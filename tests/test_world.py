@@ -46,7 +46,7 @@ def test_scene_classes_follow_their_objects(scenes: list) -> None:
     counts = Counter(s.scene_name for s in scenes)
     assert set(counts) == set(SCENES) and min(counts.values()) > N_SCENES * 0.15
     for s in scenes:
-        has = lambda name: _present(s, name)  # noqa: E731
+        has = lambda name: _present(s, name)
         if s.scene_name == "church":
             assert has("building") and (has("dome") or has("tower"))
         elif s.scene_name == "village":

@@ -26,8 +26,8 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        with Image.open(self.paths[index]) as image:
-            image = image.convert("RGB")
+        with Image.open(self.paths[index]) as opened:
+            image = opened.convert("RGB")
             side = min(image.size)
             left, top = (image.width - side) // 2, (image.height - side) // 2
             image = image.crop((left, top, left + side, top + side)).resize((self.size, self.size), Image.Resampling.BILINEAR)

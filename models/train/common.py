@@ -115,7 +115,7 @@ class RunDir:
 
 def rng_state() -> dict[str, Any]:
     """The global generator states, storable in a weights-only checkpoint."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

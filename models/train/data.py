@@ -43,12 +43,13 @@ def world_arrays(split: str, count: int, size: int = 64, cache_dir: Path | None 
         scene = render_scene(world_seed(split, i), size, world)
         images[i], objects[i], materials[i], colors[i], scenes[i] = (
             scene.image, scene.objects, scene.materials, scene.colors, scene.scene)
-    arrays = {"images": images, "objects": objects, "materials": materials, "colors": colors, "scenes": scenes}
+    arrays: dict[str, np.ndarray] = {"images": images, "objects": objects, "materials": materials, "colors": colors,
+                                     "scenes": scenes}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     try:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

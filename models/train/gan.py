@@ -16,8 +16,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,8 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.proggan import (OutputConvBlock, ProgressiveGenerator, normalize_state_dict, resolution_for_sizes,
-                            sizes_from_state_dict)
+from models.proggan import (
+    OutputConvBlock,
+    ProgressiveGenerator,
+    normalize_state_dict,
+    resolution_for_sizes,
+    sizes_from_state_dict,
+)
 from models.train.common import RunDir, TrainingCancelled, rng_state, seed_everything, set_rng_state
 from models.train.data import world_arrays
 
@@ -157,7 +164,7 @@ class Discriminator(nn.Module):
         self.out = EqLinear(c4, 1, gain=1.0)
 
     def forward(self, image: torch.Tensor, resolution: int, alpha: float = 1.0) -> torch.Tensor:
-        act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        act = lambda t: F.leaky_relu(t, 0.2)
         x = act(self.from_rgb[str(resolution)](image))
         r = resolution
         if r > 4:
@@ -174,8 +181,8 @@ class Discriminator(nn.Module):
         x = act(self.final_dense(x)).flatten(1)
         return self.out(x).squeeze(1)
 
-    def _block(self, x: torch.Tensor, r: int, act) -> torch.Tensor:  # type: ignore[no-untyped-def]
-        conv0, conv1 = self.blocks[str(r)]
+    def _block(self, x: torch.Tensor, r: int, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        conv0, conv1 = cast(nn.ModuleList, self.blocks[str(r)])
         return F.avg_pool2d(act(conv1(act(conv0(x)))), 2)
 
 
@@ -214,7 +221,8 @@ def snapshot_state(growing: GrowingGenerator, resolution: int) -> dict[str, torc
     for k in range(1, n_layers + 1):
         state[f"layer{k}.conv.weight"] = growing.net.state_dict()[f"layer{k}.conv.weight"]
         state[f"layer{k}.wscale.b"] = growing.net.state_dict()[f"layer{k}.wscale.b"]
-    head = list(growing.net.children())[-1] if resolution == growing.net.resolution else growing.to_rgb[str(resolution)]
+    head = cast(OutputConvBlock, list(growing.net.children())[-1] if resolution == growing.net.resolution
+                else growing.to_rgb[str(resolution)])
     state[f"output_{resolution}x{resolution}.conv.weight"] = head.conv.weight.detach()
     state[f"output_{resolution}x{resolution}.wscale.b"] = head.wscale.b.detach()
     return {k: v.detach().clone() for k, v in state.items()}
@@ -300,7 +308,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     if len(config.d_channels) != len(sizes) - 1:
         raise ValueError(f"d_channels needs {len(sizes) - 1} widths (4x4 .. {config.resolution}), got {config.d_channels}")
     discriminator = Discriminator(list(config.d_channels)).to(device)
-    autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.amp)  # noqa: E731
+    autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.amp)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
     r1_ratio = config.r1_every / (config.r1_every + 1)

@@ -53,8 +53,8 @@ def train_segmenter(config: SegmenterConfig, run_dir: Path, resume: bool = True,
     data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)
     objects = to_class_index(data["objects"], "object")
     materials = to_class_index(data["materials"], "material")
-    w_obj = _class_weights(objects[:2000], objects.max().item() + 1).to(device)
-    w_mat = _class_weights(materials[:2000], materials.max().item() + 1).to(device)
+    w_obj = _class_weights(objects[:2000], int(objects.max().item()) + 1).to(device)
+    w_mat = _class_weights(materials[:2000], int(materials.max().item()) + 1).to(device)
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2)
 
     def make_batch(_: dict, index: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, tuple]:

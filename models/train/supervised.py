@@ -30,7 +30,7 @@ LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
 def augment_images(images: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
     """Photometric jitter, blur and noise on [-1, 1] images, so models also read GAN outputs."""
     n = images.shape[0]
-    rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=gen)
     brightness = (rand(n, 1, 1, 1) - 0.5) * 0.3 * strength
     contrast = 1 + (rand(n, 1, 1, 1) - 0.5) * 0.4 * strength
     tint = (rand(n, 3, 1, 1) - 0.5) * 0.1 * strength
@@ -67,7 +67,7 @@ def train_supervised(
     if saved is not None and "data_rng" in saved:
         gen.set_state(saved["data_rng"])
     count = len(next(iter(data.values())))
-    autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.amp)  # noqa: E731
+    autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.amp)
     start = time.monotonic()
 
     def checkpoint() -> None:

@@ -60,7 +60,7 @@ def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", v
         scene = render_scene(world_seed(split, i), size, world)
         stem = f"world/{i:06d}"
         Image.fromarray(scene.image).save(out / "images" / f"{stem}.png")
-        row = {c: "" for c in INDEX_COLUMNS}
+        row: dict[str, object] = {c: "" for c in INDEX_COLUMNS}
         row.update(image=f"{stem}.png", split="val" if (i * 7919) % 1000 < val_fraction * 1000 else "train",
                    ih=size, iw=size, sh=size, sw=size)
         for category, labels in (("object", scene.objects), ("material", scene.materials), ("color", scene.colors)):
@@ -86,20 +86,21 @@ def export_broden(out: Path, count: int, size: int = 64, split: str = "probe", v
         writer.writeheader()
         writer.writerows(rows)
     with (out / "label.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
+        plain = csv.writer(handle)
+        plain.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
         for label in LABELS[1:]:
-            writer.writerow([label.number, label.name, f"{label.category}({frequency[label.number]})",
+            plain.writerow([label.number, label.name, f"{label.category}({frequency[label.number]})",
                              frequency[label.number], f"{coverage[label.number]:.6f}", ""])
     with (out / "category.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["name", "first", "last", "count", "frequency"])
+        plain = csv.writer(handle)
+        plain.writerow(["name", "first", "last", "count", "frequency"])
         for category in CATEGORIES:
-            numbers = [lab.number for lab in LABELS if lab.category == category]
-            writer.writerow([category, min(numbers), max(numbers), len(numbers), category_images[category]])
+            category_numbers = [lab.number for lab in LABELS if lab.category == category]
+            plain.writerow([category, min(category_numbers), max(category_numbers), len(category_numbers),
+                           category_images[category]])
             with (out / f"c_{category}.csv").open("w", newline="") as chandle:
                 cwriter = csv.writer(chandle)
                 cwriter.writerow(["code", "number", "name", "frequency", "coverage"])
-                for code, number in enumerate(numbers, start=1):
+                for code, number in enumerate(category_numbers, start=1):
                     cwriter.writerow([code, number, LABELS[number].name, frequency[number], f"{coverage[number]:.6f}"])
     return out

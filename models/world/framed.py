@@ -18,8 +18,22 @@ from __future__ import annotations
 import numpy as np
 
 from models.world.render import (
-    _DOME_COLORS, _ROOF_COLORS, _STONE_COLORS, _BRICK_COLORS, L, SCENES, _Canvas, _draw_lamp, _draw_tree,
-    _jitter, _paint_clouds, _paint_grass, _paint_mountains, _paint_sky, _paint_water, _wall_texture,
+    _BRICK_COLORS,
+    _DOME_COLORS,
+    _ROOF_COLORS,
+    _STONE_COLORS,
+    SCENES,
+    L,
+    _Canvas,
+    _draw_lamp,
+    _draw_tree,
+    _jitter,
+    _paint_clouds,
+    _paint_grass,
+    _paint_mountains,
+    _paint_sky,
+    _paint_water,
+    _wall_texture,
 )
 
 __all__ = ["render_framed_once", "SCENE_WEIGHTS"]

@@ -123,7 +123,7 @@ class _Canvas:
         pts = np.asarray(points, np.float32)
         area = np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1])
         sign = 1.0 if area > 0 else -1.0
-        dist = None
+        dist: np.ndarray | None = None
         for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
             ex, ey = bx - ax, by - ay
             norm = np.hypot(ex, ey) + 1e-9
@@ -131,6 +131,7 @@ class _Canvas:
             cross = ex * (gy - ay) - ey * (gx - ax)
             d = -sign * cross / norm
             dist = d if dist is None else np.maximum(dist, d)
+        assert dist is not None  # a polygon has edges
         return np.clip(0.5 - dist * s, 0, 1)
 
 
@@ -391,6 +392,8 @@ def _paint_grass(canvas: _Canvas, rng: np.random.Generator, horizon: float, ligh
     s = canvas.size
     grass_c = _jitter(rng, (0.3, 0.6, 0.22) if rng.random() < 0.8 else (0.55, 0.6, 0.25), 0.06)
     gwin = canvas.window(0, horizon, 1, 1)
+    if gwin is None:
+        return
     ys = canvas.centers[gwin[0]]
     depth = np.clip((ys - horizon) / (1 - horizon), 0, 1)[:, None, None]
     noise = 1.0 + 0.1 * rng.standard_normal((ys.size, s, 1)).astype(np.float32)
@@ -455,7 +458,7 @@ WORLDS: tuple[str, ...] = ("classic", "framed")
 """The scene worlds: ``classic`` is world v1, ``framed`` world v2."""
 
 
-def _layout(world: str):  # type: ignore[no-untyped-def]
+def _layout(world: str):
     if world == "classic":
         return _render_once
     if world == "framed":
@@ -469,7 +472,6 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
     scene = int(rng.integers(len(SCENES)))
     name = SCENES[scene]
     canvas = _Canvas(size)
-    s = size
     mood = rng.choice(3, p=(0.6, 0.25, 0.15))  # day, dusk, overcast
     night = mood == 1 and rng.random() < 0.3
     light = float(rng.uniform(0.85, 1.05) * (0.8 if night else 1.0))
@@ -572,8 +574,8 @@ def _boxes(canvas: _Canvas, key_groups: set[int], scene_name: str) -> list[tuple
             ys, xs = np.nonzero(canvas.obj == L[region])
             if ys.size:
                 group_extent[-len(group_extent) - 1] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    for group, ext in sorted(group_extent.items()):
-        boxes.append((0, *ext, True))
+    for _, ext in sorted(group_extent.items()):
+        boxes.append((0, ext[0], ext[1], ext[2], ext[3], True))
     return boxes
 
 

@@ -12,7 +12,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ZOO_DIR", "DEFAULT_GENERATOR", "ZooEntry", "ZooError", "list_zoo", "get_entry", "resolve_weights", "load_model",
@@ -119,6 +122,7 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
     if entry.kind == "generator":
         return load_generator(entry.weights, device=device)
     arch = entry.card.get("architecture", {})
+    model: torch.nn.Module
     if entry.kind == "segmenter":
         from models.segmenter import WorldSegmenter
 
@@ -131,7 +135,8 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
         raise ZooError(f"zoo model {model_id!r} has unknown kind {entry.kind!r}")
     state = read_weights(entry.weights)
     try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v  # type: ignore[attr-defined]
+                               for k, v in state.items()}, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{entry.weights}: does not fit a {entry.kind} ({str(exc).splitlines()[0]})") from exc
     return for_inference(model.to(device))

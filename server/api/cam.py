@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dissect_core.cam import METHODS, make_method, overlay
 from models.imaging import to_png_bytes
-from server.api.deps import get_classifier, get_state, require_token
+from server.api.deps import ClassifierDep, StateDep, require_token
 from server.api.errors import ApiError, responses
 
 router = APIRouter(prefix="/api", tags=["cam"], dependencies=[Depends(require_token)])
@@ -29,8 +29,8 @@ MAX_METHODS = 6
 
 @router.get("/classifier", summary="The explained classifier: classes and layers with their unit counts",
             responses=responses(404))
-def classifier_info(state=Depends(get_state),  # noqa: ANN001
-                    classifier: torch.nn.Module = Depends(get_classifier)) -> dict[str, Any]:
+def classifier_info(state: StateDep,
+                    classifier: ClassifierDep) -> dict[str, Any]:
     layers = []
     for name, module in classifier.named_modules():
         if name.count(".") == 1 and name.startswith("features."):
@@ -44,20 +44,20 @@ def classifier_info(state=Depends(get_state),  # noqa: ANN001
 def decode_upload(data: bytes, size: int) -> np.ndarray:
     """Bytes -> (size, size, 3) uint8, refusing non-images, other formats and too many pixels."""
     try:
-        image = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise ApiError(413, "too_many_pixels", f"the image is over the limit of {MAX_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError):
         raise ApiError(422, "not_an_image", "the upload is not a PNG or JPEG image") from None
-    if image.format not in ("PNG", "JPEG"):
-        raise ApiError(422, "unsupported_format", f"{image.format} images are not accepted; send PNG or JPEG")
-    width, height = image.size
+    if opened.format not in ("PNG", "JPEG"):
+        raise ApiError(422, "unsupported_format", f"{opened.format} images are not accepted; send PNG or JPEG")
+    width, height = opened.size
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         raise ApiError(413, "too_many_pixels", f"{width}x{height} is over the limit of {MAX_PIXELS:,} pixels")
-    if image.format == "JPEG":
-        image.draft("RGB", (2 * size, 2 * size))  # decode a large photo at a fraction of its size
+    if opened.format == "JPEG":
+        opened.draft("RGB", (2 * size, 2 * size))  # decode a large photo at a fraction of its size
     try:
-        image = image.convert("RGB")
+        image = opened.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         raise ApiError(422, "not_an_image", "the image data is damaged") from None
     width, height = image.size  # a JPEG's draft decode is smaller than its header says
@@ -74,6 +74,8 @@ def _data_url(pixels: np.ndarray) -> str:
 @router.post("/cam", summary="Explanation maps (CAM family, saliency) for an uploaded image or a world scene",
              responses=responses(404, 413, 503))
 async def cam(
+    state: StateDep,
+    classifier: ClassifierDep,
     image: Annotated[UploadFile | None, File(description="PNG or JPEG (bounded size)")] = None,
     sample: Annotated[int | None, Form(ge=0, le=999_999, description="held-out world scene index")] = None,
     methods: Annotated[str, Form(max_length=200, description="comma-separated method names")] = "gradcam",
@@ -81,8 +83,6 @@ async def cam(
     top_k: Annotated[int, Form(ge=1, le=10)] = 3,
     alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
     include_raw: Annotated[bool, Form()] = False,
-    state=Depends(get_state),  # noqa: ANN001
-    classifier: torch.nn.Module = Depends(get_classifier),
 ) -> dict[str, Any]:
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names or len(names) > MAX_METHODS:
@@ -103,7 +103,8 @@ async def cam(
     else:
         from models.world import SCENES, render_scene, world_seed
 
-        scene = render_scene(world_seed("heldout", int(sample)), size)
+        assert sample is not None  # exactly one of image and sample (checked above)
+        scene = render_scene(world_seed("heldout", sample), size)
         pixels, truth = scene.image, SCENES[scene.scene]
         boxes = [list(b[1:5]) for b in scene.boxes if b[5]]
     class_names = list(getattr(classifier, "class_names", []))

@@ -14,13 +14,13 @@ from dissect_core.gandissect import LayerTable
 from dissect_core.report import masked_image, render_with_activations
 from dissect_core.tables import table_json
 from models.samples import MAX_SAMPLE_ID, z_tensor
-from server.api.deps import check_layer, get_model, get_state, require_token
+from server.api.deps import ModelDep, StateDep, check_layer, require_token
 from server.api.errors import ApiError, responses
-from server.errors import TablesBuilding
-from server.tables import editable, may_build
 from server.api.models import PNG
 from server.catalog import LoadedModel
+from server.errors import TablesBuilding
 from server.schemas import ID_PATTERN, LAYER_PATTERN
+from server.tables import editable, may_build
 
 router = APIRouter(prefix="/api/models/{model_id}/layers/{layer}", tags=["dissection"],
                    dependencies=[Depends(require_token)])
@@ -58,15 +58,15 @@ async def _on_executor(state: Any, fn: Any) -> Any:
 
 @router.get("/dissection", summary="The layer's dissection table: units, labels, IoU, levels, rankings",
             responses=responses(404, 503))
-def dissection_table(model_id: ModelId, layer: Layer, state=Depends(get_state),  # noqa: ANN001
-                     model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+def dissection_table(model_id: ModelId, layer: Layer, state: StateDep,
+                     model: ModelDep) -> dict[str, Any]:
     return table_json(_table(state, model, layer))
 
 
 @router.get("/units/{unit}", summary="One unit: best labels, IoU, levels and top images",
             responses=responses(404, 503))
-def unit_info(model_id: ModelId, layer: Layer, unit: Unit, state=Depends(get_state),  # noqa: ANN001
-              model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+def unit_info(model_id: ModelId, layer: Layer, unit: Unit, state: StateDep,
+              model: ModelDep) -> dict[str, Any]:
     table = _table(state, model, layer)
     _unit(table, unit)
     summary = table.unit_summary(unit)
@@ -76,8 +76,8 @@ def unit_info(model_id: ModelId, layer: Layer, unit: Unit, state=Depends(get_sta
 
 @router.get("/units/{unit}/top.png", summary="Strip of the unit's top images, dimmed outside its activation",
             response_class=Response, responses={**PNG, **responses(404, 503)})
-async def unit_strip(model_id: ModelId, layer: Layer, unit: Unit, count: Annotated[int, Query(ge=1, le=20)] = 6,
-                     state=Depends(get_state), model: LoadedModel = Depends(get_model)) -> Response:  # noqa: ANN001
+async def unit_strip(model_id: ModelId, layer: Layer, unit: Unit, state: StateDep, model: ModelDep,
+                     count: Annotated[int, Query(ge=1, le=20)] = 6) -> Response:
     table = _table(state, model, layer)
     _unit(table, unit)
     ids = [int(i) for i in table.top_images[unit][:count]]
@@ -94,8 +94,8 @@ async def unit_strip(model_id: ModelId, layer: Layer, unit: Unit, count: Annotat
 
 @router.get("/brushes", summary="Concept brushes: ranked units (causal where measured) and insertion levels",
             responses=responses(404, 503))
-def brushes(model_id: ModelId, layer: Layer, state=Depends(get_state),  # noqa: ANN001
-            model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+def brushes(model_id: ModelId, layer: Layer, state: StateDep,
+            model: ModelDep) -> dict[str, Any]:
     _table(state, model, layer)
     return {"model": model.id, "layer": layer, "units": model.generator.layer_shape(layer)[0],
             "brushes": state.catalog.brushes(model, layer)}
@@ -105,8 +105,8 @@ def brushes(model_id: ModelId, layer: Layer, state=Depends(get_state),  # noqa: 
             responses=responses(404, 503))
 async def active_units(model_id: ModelId, layer: Layer, sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE_ID)],
                        x: Annotated[int, Query(ge=0, le=4095)], y: Annotated[int, Query(ge=0, le=4095)],
-                       limit: Annotated[int, Query(ge=1, le=100)] = 20, state=Depends(get_state),  # noqa: ANN001
-                       model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+                       state: StateDep, model: ModelDep,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     check_layer(model, layer)
     generator = model.generator
     if x >= generator.resolution or y >= generator.resolution:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from server.api.deps import get_state, has_token, require_token
+from server.api.deps import StateDep, has_token, require_token
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +19,7 @@ def livez() -> dict[str, str]:
 
 @router.get("/readyz", summary="Ready to paint: model loaded, executor running, queue not full; tables progress",
             responses={503: {"description": "Not ready (starting, draining or saturated)"}})
-def readyz(state=Depends(get_state), details: bool = Depends(has_token)) -> JSONResponse:  # noqa: ANN001
+def readyz(state: StateDep, details: bool = Depends(has_token)) -> JSONResponse:
     """The status for load balancers; the details (device, queue, models) only with the token."""
     saturated = state.executor.depth >= state.settings.queue_size
     ready = state.ready and not state.draining and not saturated
@@ -33,5 +33,5 @@ def readyz(state=Depends(get_state), details: bool = Depends(has_token)) -> JSON
 
 @router.get("/metrics", summary="Prometheus metrics (edit latency, queue depth, batch size, ...)",
             response_class=Response, dependencies=[Depends(require_token)])
-def metrics(state=Depends(get_state)) -> Response:  # noqa: ANN001
+def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

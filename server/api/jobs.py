@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dissect_core.gandissect import DissectConfig
 from dissect_core.nethook import private_copy
-from server.api.deps import get_classifier, get_model, get_state, require_token
-from server.auth import accept_websocket
+from server.api.deps import ClassifierDep, StateDep, require_token
 from server.api.errors import ApiError, responses
+from server.auth import accept_websocket
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
-from server.tables import start_table_build
 from server.services import ensure_world_probe, featviz_images, world_images, write_netdissect_outputs
+from server.tables import start_table_build
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_token)])
 ws_router = APIRouter()
@@ -88,8 +88,8 @@ def _progress(job: Job) -> Any:
 
 @router.post("/featviz", status_code=202, summary="Feature visualisation of classifier units (a job)",
              responses=responses(422, 503))
-def start_featviz(request: FeatvizRequest, state=Depends(get_state),  # noqa: ANN001
-                  classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
+def start_featviz(request: FeatvizRequest, state: StateDep,
+                  classifier: ClassifierDep) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
@@ -113,8 +113,8 @@ def start_featviz(request: FeatvizRequest, state=Depends(get_state),  # noqa: AN
 
 @router.post("/netdissect", status_code=202, summary="Network Dissection of the classifier on the world probe set",
              responses=responses(422, 503))
-def start_netdissect(request: NetDissectRequest, state=Depends(get_state),  # noqa: ANN001
-                     classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
+def start_netdissect(request: NetDissectRequest, state: StateDep,
+                     classifier: ClassifierDep) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
@@ -134,8 +134,8 @@ def start_netdissect(request: NetDissectRequest, state=Depends(get_state),  # no
 
 @router.post("/topk", status_code=202, summary="Top-activating world images of classifier units (a job)",
              responses=responses(422, 503))
-def start_topk(request: TopkRequest, state=Depends(get_state),  # noqa: ANN001
-               classifier: torch.nn.Module = Depends(get_classifier)) -> JSONResponse:
+def start_topk(request: TopkRequest, state: StateDep,
+               classifier: ClassifierDep) -> JSONResponse:
     _check_layer(classifier, request.layer)
 
     def work(job: Job) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def start_topk(request: TopkRequest, state=Depends(get_state),  # noqa: ANN001
 
 @router.post("/dissect", status_code=202, summary="Build a layer's dissection table (a job; the painter uses it)",
              responses=responses(403, 404, 422, 503))
-def start_dissect(request: DissectRequest, state=Depends(get_state)) -> JSONResponse:  # noqa: ANN001
+def start_dissect(request: DissectRequest, state: StateDep) -> JSONResponse:
     """The same build the server runs for an edit layer: dissection, causal ranking, checkpoints. With
     the server's settings (samples, quantile, threshold) the result becomes the painter's table."""
     model = state.catalog.get(request.model)  # a sync route: runs on a worker thread
@@ -178,12 +178,12 @@ def _job(state: Any, job_id: str) -> Job:
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, progress and result", responses=responses(404))
-def job_status(job_id: JobId, state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
+def job_status(job_id: JobId, state: StateDep) -> dict[str, Any]:
     return _job(state, job_id).describe()
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a job", responses=responses(404))
-def cancel_job(job_id: JobId, state=Depends(get_state)) -> dict[str, Any]:  # noqa: ANN001
+def cancel_job(job_id: JobId, state: StateDep) -> dict[str, Any]:
     if state.jobs.cancel(job_id) is None:
         raise ApiError(404, "unknown_job", f"no job {job_id}")
     return _job(state, job_id).describe()
@@ -192,7 +192,7 @@ def cancel_job(job_id: JobId, state=Depends(get_state)) -> dict[str, Any]:  # no
 @router.get("/jobs/{job_id}/files/{name}", summary="A result file of a finished job",
             response_class=FileResponse, responses=responses(404))
 def job_file(job_id: JobId, name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")],
-             state=Depends(get_state)) -> FileResponse:  # noqa: ANN001
+             state: StateDep) -> FileResponse:
     job = _job(state, job_id)
     path = job.directory / name
     if job.status != "done" or not path.is_file() or path.resolve().parent != job.directory.resolve():

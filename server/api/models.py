@@ -9,15 +9,15 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from models.samples import MAX_SAMPLE_ID
-from server.api.deps import get_model, get_state, load_model, require_token
-from server.api.errors import ApiError, responses
+from server.api.deps import ModelDep, StateDep, load_model, require_token
+from server.api.errors import responses
 from server.catalog import LoadedModel
 from server.schemas import ID_PATTERN, Recipe
 
 router = APIRouter(prefix="/api", tags=["models"], dependencies=[Depends(require_token)])
 
 ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="model id (registry id, never a path)")]
-PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
 
 
 async def render_png(state: Any, model: LoadedModel, recipe: Recipe) -> Response:
@@ -27,7 +27,7 @@ async def render_png(state: Any, model: LoadedModel, recipe: Recipe) -> Response
 
 
 @router.get("/models", summary="Models offered by this server", responses=responses())
-def list_models(state=Depends(get_state)) -> list[dict[str, Any]]:  # noqa: ANN001
+def list_models(state: StateDep) -> list[dict[str, Any]]:
     loaded = {m.id: m for m in state.catalog.loaded()}
     out = []
     for model_id in state.catalog.available():
@@ -39,16 +39,15 @@ def list_models(state=Depends(get_state)) -> list[dict[str, Any]]:  # noqa: ANN0
 
 @router.get("/models/{model_id}", summary="One model: resolution, z size, layers and their shapes",
             responses=responses(404))
-def describe_model(model_id: ModelId, model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+def describe_model(model_id: ModelId, model: ModelDep) -> dict[str, Any]:
     return model.describe()
 
 
 @router.get("/models/{model_id}/samples", summary="A page of sample ids (in order, or random with a seed)",
             responses=responses(404))
-def sample_page(model_id: ModelId, offset: Annotated[int, Query(ge=0, le=MAX_SAMPLE_ID)] = 0,
+def sample_page(model_id: ModelId, model: ModelDep, offset: Annotated[int, Query(ge=0, le=MAX_SAMPLE_ID)] = 0,
                 limit: Annotated[int, Query(ge=1, le=256)] = 16, random: bool = False,
-                seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-                model: LoadedModel = Depends(get_model)) -> dict[str, Any]:
+                seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> dict[str, Any]:
     if random:
         ids = np.random.default_rng(seed).choice(MAX_SAMPLE_ID + 1, size=limit, replace=False).tolist()
     else:
@@ -59,12 +58,12 @@ def sample_page(model_id: ModelId, offset: Annotated[int, Query(ge=0, le=MAX_SAM
 @router.get("/models/{model_id}/samples/{sample_id}.png", summary="The unedited image of a sample",
             response_class=Response, responses={**PNG, **responses(404, 503)})
 async def sample_image(model_id: ModelId, sample_id: Annotated[int, Path(ge=0, le=MAX_SAMPLE_ID)],
-                       state=Depends(get_state), model: LoadedModel = Depends(get_model)) -> Response:  # noqa: ANN001
+                       state: StateDep, model: ModelDep) -> Response:
     return await render_png(state, model, Recipe(model=model.id, sample=sample_id))
 
 
 @router.post("/render", summary="Render an edit recipe (stateless) to PNG", response_class=Response,
              responses={**PNG, **responses(400, 404, 413, 503)})
-async def render(recipe: Recipe, state=Depends(get_state)) -> Response:  # noqa: ANN001
+async def render(recipe: Recipe, state: StateDep) -> Response:
     model = await load_model(state, recipe.model)
     return await render_png(state, model, recipe)

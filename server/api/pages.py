@@ -36,7 +36,7 @@ FRONTEND_DIR = frontend_dir()
 router = APIRouter(include_in_schema=False)
 
 
-def _page(name: str):  # noqa: ANN202
+def _page(name: str):
     def serve() -> FileResponse:
         return FileResponse(FRONTEND_DIR / name, headers={"Cache-Control": "no-cache"})
 

@@ -16,11 +16,10 @@ import itertools
 import json
 import logging
 import time
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketDisconnected
 from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocketDisconnected
 
 from server.api.deps import load_model
 from server.auth import accept_websocket
@@ -77,7 +76,7 @@ async def paint(websocket: WebSocket) -> None:
 
     try:
         while True:
-            incoming: dict[str, Any] = await websocket.receive()
+            incoming = await websocket.receive()
             if incoming["type"] == "websocket.disconnect":
                 break
             wait = bucket.take()

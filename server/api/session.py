@@ -11,11 +11,11 @@ from __future__ import annotations
 import hmac
 import math
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import get_state, has_token
+from server.api.deps import StateDep, has_token
 from server.api.errors import ApiError, responses
 from server.auth import SESSION_COOKIE, session_token
 
@@ -33,14 +33,14 @@ class SessionState(BaseModel):
 
 
 @router.get("/api/session", summary="Whether the server needs a token and this browser has signed in")
-def session(request: Request, state=Depends(get_state)) -> SessionState:  # noqa: ANN001
+def session(request: Request, state: StateDep) -> SessionState:
     return SessionState(token_required=session_token(state.settings) is not None,
                         authenticated=has_token(request, state))
 
 
 @router.post("/api/login", status_code=204, response_class=Response, responses=responses(401, 429),
              summary="Exchange the server token for a session cookie (HttpOnly, SameSite=Strict, expiring)")
-def login(body: LoginRequest, request: Request, state=Depends(get_state)) -> Response:  # noqa: ANN001
+def login(body: LoginRequest, request: Request, state: StateDep) -> Response:
     token = session_token(state.settings)
     response = Response(status_code=204)
     if token is None:
@@ -59,7 +59,7 @@ def login(body: LoginRequest, request: Request, state=Depends(get_state)) -> Res
 
 @router.post("/api/logout", status_code=204, response_class=Response,
              summary="Revoke this browser's session and clear its cookie")
-def logout(request: Request, state=Depends(get_state)) -> Response:  # noqa: ANN001
+def logout(request: Request, state: StateDep) -> Response:
     state.sessions.revoke(request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")

@@ -22,8 +22,21 @@ class Command:
 
 
 def _load() -> list[Command]:
-    from server.commands import (brushes, cache, dissect, dynamics, evaluate, featviz, netdissect, render, serve, topk,
-                                 train, world, zoo)
+    from server.commands import (
+        brushes,
+        cache,
+        dissect,
+        dynamics,
+        evaluate,
+        featviz,
+        netdissect,
+        render,
+        serve,
+        topk,
+        train,
+        world,
+        zoo,
+    )
 
     return [serve.COMMAND, render.COMMAND, dissect.COMMAND, brushes.COMMAND, dynamics.COMMAND, netdissect.COMMAND,
             featviz.COMMAND, topk.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND, cache.COMMAND]

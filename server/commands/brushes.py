@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from dissect_core.insertion import InsertionConfig, best_single_unit, learn_insertion, score_brush, unit_brush
@@ -97,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
             summary[concept] = {"skipped": "no insertion vector (the concept never covers half a cell)"}
             continue
         channel = list(segmenter.categories).index(table.labels[number][1])
-        segment = lambda images, c=channel: segmenter(images)[:, c]  # noqa: E731
+        segment = lambda images, c=channel: segmenter(images)[:, c]
         bar = tqdm(total=args.steps, desc=f"learn {concept}", disable=args.no_progress)
 
-        def progress(stage: str, done: int, total: int, bar=bar) -> None:  # noqa: ANN001
+        def progress(stage: str, done: int, total: int, bar=bar) -> None:
             if stage == "learn":
                 bar.n = done
                 bar.refresh()
@@ -126,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 range(first, first + args.validation_samples), seed=config.seed, region=config.region)
             chosen = "learned" if learned_score.margin >= units_score.margin else "top_units"
             alpha, vector = (result.alpha, result.value) if chosen == "learned" else units
+            assert table.insertion_alpha is not None and table.insertion_value is not None  # made above
             table.insertion_alpha[number] = alpha
             table.insertion_value[number] = vector
             learned = [int(u) for u in np.argsort(-alpha)[:6]]

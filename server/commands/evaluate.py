@@ -14,7 +14,6 @@ from models.zoo.cards import hardware_description, read_card, write_card
 from server.commands import Command, CommandError
 from server.devices import resolve_device
 
-
 QUICK_CAM_SAMPLES, QUICK_CAM_FAITHFULNESS = 40, 10
 SLOW_CAM_METHODS = ("scorecam", "ablationcam")
 FULL_CAM_SAMPLES, FULL_CAM_FAITHFULNESS = 500, 100

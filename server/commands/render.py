@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 images = generator(z)
         pixels = to_uint8(images)
-        for offset, sample_id in enumerate(batch_ids):
+        for offset in range(len(batch_ids)):
             path = paths[start + offset]
             Image.fromarray(pixels[offset]).save(path, format="PNG")
             written.append(str(path))

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_default_model(settings) -> None:  # noqa: ANN001
+def _check_default_model(settings) -> None:
     """Fail fast, in one line, when the default model's file is missing or unreadable."""
     from models.checkpoints import CheckpointError, load_generator
     from models.zoo import ZooError, get_entry

@@ -7,6 +7,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -71,6 +72,7 @@ def _export(args: argparse.Namespace) -> dict:
 
     extra: dict = {}
     snapshot_files: list[str] = []
+    state: dict[str, torch.Tensor]
     if kind == "generator":
         if args.from_checkpoint:
             from models.train.gan import GrowingGenerator, snapshot_state
@@ -84,7 +86,7 @@ def _export(args: argparse.Namespace) -> dict:
             source = run_dir / "generator.safetensors"
             if not source.exists():
                 raise CommandError(f"{source} is missing: the run has not finished (use --from-checkpoint)")
-            state = read_weights(source)
+            state = cast(dict[str, torch.Tensor], read_weights(source))  # safetensors: tensors only
         snap_out = out_dir / "snapshots"
         if snap_out.exists():
             shutil.rmtree(snap_out)
@@ -104,7 +106,7 @@ def _export(args: argparse.Namespace) -> dict:
         source = run_dir / "model.safetensors"
         if not source.exists():
             raise CommandError(f"{source} is missing: the run has not finished")
-        state = read_weights(source)
+        state = cast(dict[str, torch.Tensor], read_weights(source))  # safetensors: tensors only
         cls = "models.segmenter.WorldSegmenter" if kind == "segmenter" else "models.classifier.SceneClassifier"
         architecture = {"class": cls, "width": config["width"], "input": config["resolution"],
                         "parameters": sum(v.numel() for v in state.values() if v.is_floating_point())}
