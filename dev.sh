@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh checkout: makes the virtual environment when needed, then runs.
 #   ./dev.sh test [pytest args]   run the test suite (from the repository root)
+#   ./dev.sh lint                 ruff and mypy (configured in pyproject.toml)
 #   ./dev.sh <ganpaint command>   e.g. ./dev.sh render --sample 104 --out out/
 # Commands run in the caller's directory, so relative paths (--out, --run-dir) mean what they say.
 set -euo pipefail
@@ -22,10 +23,10 @@ ensure_env() {
             "$VENV/bin/python" -m pip install --quiet --upgrade pip
             if [ -n "${GANPAINT_TORCH:-}" ]; then
                 "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -e '.[test,real]'
+                "$VENV/bin/python" -m pip install --quiet -e '.[dev,real]'
             else
                 "$VENV/bin/python" -m pip install --quiet -c constraints.txt "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[test,real]'
+                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[dev,real]'
             fi
         )
         touch "$stamp"
@@ -38,6 +39,11 @@ case "${1:-}" in
         shift
         cd "$ROOT"
         exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    lint)
+        cd "$ROOT"
+        "$VENV/bin/ruff" check .
+        exec "$VENV/bin/mypy"
         ;;
     "")
         exec "$VENV/bin/ganpaint" --help

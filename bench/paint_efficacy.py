@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dissect_core.efficacy import CONTEXTS, Window, brush_stroke, paint_share, painting_contexts, removal_share
+from dissect_core.efficacy import CONTEXTS, PaintResult, Window, brush_stroke, paint_share, painting_contexts, removal_share
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
 from models.samples import z_tensor
@@ -92,7 +92,7 @@ def main() -> None:
                 if cells:
                     y, x = cells[rng.integers(len(cells))]
                     windows.append(Window(i, int(y), int(x), context))
-        by_context: dict[str, list[tuple[float, float]]] = {c: [] for c in CONTEXTS}
+        by_context: dict[str, list[PaintResult]] = {c: [] for c in CONTEXTS}
         for b in range(0, len(windows), 32):
             chunk = windows[b:b + 32]
             results = paint_share(generator, layer, x_all, img_all, chunk, stroke_for, segment, number)
@@ -101,7 +101,9 @@ def main() -> None:
         entry["contexts"] = {
             context: {"regions": len(rs), "mean_share": round(float(np.mean([r[0] for r in rs])), 4),
                       "half_or_more": round(float(np.mean([r[0] >= 0.5 for r in rs])), 4),
-                      "outside_change": round(float(np.mean([r[1] for r in rs])), 4)}
+                      "outside_change": round(float(np.mean([r.outside_mean for r in rs])), 4),
+                      "outside_max_pixel": round(float(np.max([r.outside_max for r in rs])), 2),
+                      "outside_max_pixel_median": round(float(np.median([r.outside_max for r in rs])), 2)}
             for context, rs in by_context.items() if rs}
         # removal over the whole image
         remove = brush_stroke(table, name, "remove", args.strength)(torch.ones(grid, grid))

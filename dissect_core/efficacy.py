@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -84,12 +84,21 @@ def _window_mask(window: Window, size: int, grid: int, border: int = 0) -> torch
     return mask
 
 
+class PaintResult(NamedTuple):
+    share: float
+    """Share of the painted window's pixels labelled as the concept."""
+    outside_mean: float
+    """Mean absolute change (0..255, averaged over RGB) of the pixels outside the window and its border."""
+    outside_max: float
+    """The largest such change of any one pixel."""
+
+
 @torch.no_grad()
 def paint_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, images: torch.Tensor,
                 windows: Sequence[Window], stroke_for: Callable[[torch.Tensor], Stroke],
-                segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> list[tuple[float, float]]:
-    """For each window: (share of its pixels labelled ``concept`` after painting, mean abs pixel change
-    outside it and its one-cell border, 0..255). ``x`` are the unedited layer activations of the
+                segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> list[PaintResult]:
+    """For each window: the share of its pixels labelled ``concept`` after painting, and the mean and
+    the largest absolute pixel change outside it and its one-cell border (0..255). ``x`` are the unedited layer activations of the
     images, ``images`` the unedited outputs in [-1, 1]; ``stroke_for(mask)`` builds the stroke."""
     if not windows:
         return []
@@ -108,7 +117,10 @@ def paint_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, im
         share = float((labels[row][inside] == concept).float().mean())
         keep = _window_mask(w, size, grid, border=1) == 0
         change = (out_images[row] - images[w.image]).abs().mean(0)[keep.to(out_images.device)]
-        results.append((share, float(change.mean()) * 127.5 if change.numel() else 0.0))
+        if change.numel():
+            results.append(PaintResult(share, float(change.mean()) * 127.5, float(change.max()) * 127.5))
+        else:
+            results.append(PaintResult(share, 0.0, 0.0))
     return results
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward
 __all__ = ["InsertionConfig", "InsertionResult", "learn_insertion", "WindowContexts", "window_contexts",
            "ContextPrior", "context_regions", "out_of_context_regions", "restore_regions",
            "unit_brush", "BrushScore", "score_brush",
-           "GalleryEntry", "best_single_unit", "ScoreFn", "iou_init"]
+           "GalleryEntry", "best_single_unit", "ScoreFn"]
 
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``score(images in [-1, 1] (N, 3, H, W), label number) -> (N, h, w)`` class probability, differentiable."""
@@ -375,15 +375,9 @@ def score_brush(generator: ProgressiveGenerator, layer: str, segment: Callable[[
             results = [r for start in range(0, len(chosen), 32)
                        for r in paint_share(generator, layer, x, images, chosen[start:start + 32], stroke_for,
                                             segment, concept)]
-            shares.append(float(np.mean([share for share, _ in results])) if results else 0.0)
+            shares.append(float(np.mean([r.share for r in results])) if results else 0.0)
         scores.append(BrushScore(shares[0], shares[1], (len(sets[0]), len(sets[1]))))
     return scores
-
-
-def iou_init(iou_column: np.ndarray, scale: float = 0.5) -> np.ndarray:
-    """gandissect's start: the concept's IoU ranking normalised to [0, ``scale``]."""
-    top = float(iou_column.max())
-    return (iou_column / top * scale).astype(np.float32) if top > 0 else np.zeros_like(iou_column, np.float32)
 
 
 @dataclass

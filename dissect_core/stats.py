@@ -5,8 +5,6 @@ GPUs, resumed runs) merge into exactly what one pass over all the data gives:
 
 - ``TopValues``: the exact ``k`` largest values per unit, hence exact upper quantiles
   (the 99th percentile of 128,000 values is the 1,281st largest); merged by re-selecting.
-- ``Histogram``: fixed-edge per-unit histograms (int64 counts) for quantiles of very large
-  populations where keeping the top values would not fit; merged by adding counts.
 - ``TopImages``: per unit, the ``k`` images with the highest score (ties broken by the lower
   image index, so the result does not depend on the order in which shards arrive).
 - ``IoUTally``: unit x label intersections, per-unit activation counts per category (counted only
@@ -30,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["TopValues", "Histogram", "TopImages", "IoUTally", "LevelTally", "ConceptFeatures", "quantile_rank"]
+__all__ = ["TopValues", "TopImages", "IoUTally", "LevelTally", "ConceptFeatures", "quantile_rank"]
 
 
 def quantile_rank(total: int, quantile: float) -> int:
@@ -100,59 +98,6 @@ class TopValues:
 
     def load_state_dict(self, state: dict) -> None:
         self.values, self.count, self.k = state["values"].to(self.values.device), int(state["count"]), int(state["k"])
-
-
-class Histogram:
-    """Per-unit histograms over fixed edges ``[low, high]`` (values outside go to the end bins)."""
-
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, bins: int = 4096) -> None:
-        if low.shape != high.shape or low.dim() != 1:
-            raise ValueError("low and high must be 1-d tensors of the same length")
-        self.low = low.float()
-        self.high = torch.maximum(high.float(), low.float() + 1e-6)
-        self.bins = bins
-        self.counts = torch.zeros(low.shape[0], bins, dtype=torch.int64, device=low.device)
-
-    @property
-    def units(self) -> int:
-        return self.low.shape[0]
-
-    def add(self, values: torch.Tensor) -> None:
-        values = values.detach().float().to(self.low.device)
-        scaled = (values - self.low) / (self.high - self.low) * self.bins
-        index = scaled.floor().clamp(0, self.bins - 1).long()  # (n, units)
-        flat = index + torch.arange(self.units, device=index.device) * self.bins
-        self.counts += torch.bincount(flat.flatten(), minlength=self.units * self.bins).view(self.units, self.bins)
-
-    def merge(self, other: Histogram) -> None:
-        if not (torch.equal(self.low, other.low) and torch.equal(self.high, other.high) and self.bins == other.bins):
-            raise ValueError("histograms with different edges cannot be merged")
-        self.counts += other.counts
-
-    def quantile(self, q: float) -> torch.Tensor:
-        """Per-unit q-quantile, linearly interpolated inside the bin that holds it."""
-        total = self.counts.sum(1)
-        target = torch.clamp(torch.ceil(q * total.double()), min=1)
-        cumulative = self.counts.cumsum(1)
-        index = torch.searchsorted(cumulative.double(), target[:, None]).squeeze(1).clamp(max=self.bins - 1)
-        before = torch.where(index > 0, cumulative.gather(1, (index - 1).clamp(min=0)[:, None]).squeeze(1), 0)
-        inside = self.counts.gather(1, index[:, None]).squeeze(1).clamp(min=1)
-        fraction = (target - before).double() / inside.double()
-        width = (self.high - self.low) / self.bins
-        return self.low + (index.double() + fraction).float() * width
-
-    def all_reduce(self) -> None:
-        dist = _dist()
-        if dist is not None:
-            dist.all_reduce(self.counts)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"low": self.low.cpu(), "high": self.high.cpu(), "counts": self.counts.cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.low, self.high = state["low"].to(self.low.device), state["high"].to(self.low.device)
-        self.counts = state["counts"].to(self.low.device)
-        self.bins = self.counts.shape[1]
 
 
 class TopImages:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["to_uint8", "to_png_bytes", "from_uint8"]
+__all__ = ["to_uint8", "to_png_bytes"]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -17,15 +17,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
     scaled = ((images.detach().float() + 1) / 2 * 255).clamp(0, 255).round()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def from_uint8(pixels: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) or (H, W, 3) uint8 -> float tensor (N, 3, H, W) in [-1, 1]."""
-    array = np.asarray(pixels)
-    if array.ndim == 3:
-        array = array[None]
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
-    return tensor / 127.5 - 1
 
 
 def to_png_bytes(pixels: np.ndarray, compress_level: int = 1) -> bytes:

@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import cam, dissection, health, jobs, models, pages, paint, session
+from server.api import cam, dissection, docs, health, jobs, models, pages, paint, session
 from server.bodylimit import BodyLimit
 from server.errors import ServiceError, error_body, http_headers
 from server.settings import Settings
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="ganpaint", version="1.0",
         description="GAN painting studio API: models, samples, dissection tables, brushes and the painting websocket "
                     "(protocol in docs/api.md).",
-        lifespan=lifespan,
+        lifespan=lifespan, docs_url=None, redoc_url=None,  # served from local files by server.api.docs
     )
     app.state.ganpaint = state
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
@@ -95,5 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     from fastapi.staticfiles import StaticFiles
 
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=pages.FRONTEND_DIR), name="static")
+    app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-assets")
     return app

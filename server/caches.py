@@ -9,7 +9,7 @@ import torch
 
 from models import incremental
 
-__all__ = ["FeatureCache", "PainterStates"]
+__all__ = ["FeatureCache", "PainterStates", "BytesCache"]
 
 
 class FeatureCache:
@@ -84,6 +84,41 @@ class PainterStates:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class BytesCache:
+    """Encoded results (unit strips) by key, least recently used dropped beyond ``capacity`` bytes.
+    A unit's strip depends only on the model, layer, unit and count, so a page visit after the first
+    costs a dictionary lookup instead of a generator run."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: bytes) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            if len(value) > self.capacity:
+                return
+            self._items[key] = value
+            self._bytes += len(value)
+            while self._bytes > self.capacity:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
 
     def __len__(self) -> int:
         return len(self._items)

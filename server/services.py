@@ -30,13 +30,21 @@ __all__ = ["shared_classifier", "world_images", "ensure_world_probe", "featviz_i
 _classifier_lock = threading.Lock()
 
 
+def classifier_id(state: Any) -> str:
+    """The classifier the server explains: ``GANPAINT_CLASSIFIER``, else the default model's companion."""
+    from models.zoo import companion_id
+
+    settings = state.settings
+    return settings.classifier or companion_id(settings.default_model, "classifier", settings.zoo_dir)
+
+
 def shared_classifier(state: Any) -> torch.nn.Module:
     """The app's classifier (loaded on first use; ``ZooError`` when the id is not in the zoo)."""
     with _classifier_lock:
         if getattr(state, "classifier", None) is None:
             from models.zoo import load_model
 
-            state.classifier = load_model(state.settings.classifier, str(state.device), state.settings.zoo_dir)
+            state.classifier = load_model(classifier_id(state), str(state.device), state.settings.zoo_dir)
         return state.classifier
 
 

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     """Operator directory of extra generator checkpoints (.pth / .safetensors), one model per file."""
     segmenter: str | None = "world64/segmenter"
     """Segmenter used to dissect extra models: zoo id or ``package.module:factory``; empty = none."""
-    classifier: str = "world64/classifier"
-    """Zoo id of the classifier the CAM endpoints explain."""
+    classifier: str | None = None
+    """Zoo id of the classifier the CAM, feature and unit pages explain; default: the served model's own
+    (``world128/classifier`` for the default model: trained on the same world)."""
     cache_dir: Path = Path.home() / ".cache" / "ganpaint"
     device: str = "auto"
     threads: int | None = Field(None, ge=1, le=256)

@@ -10,6 +10,7 @@ import torch
 from starlette.requests import HTTPConnection
 
 from server.auth import SessionStore
+from server.caches import BytesCache
 from server.catalog import Catalog
 from server.devices import resolve_device
 from server.jobs import JobManager
@@ -39,6 +40,8 @@ class AppState:
                                           incremental=settings.incremental,
                                           incremental_bytes=settings.incremental_cache_mb << 20,
                                           incremental_max_fraction=settings.incremental_max_fraction)
+        self.strips = BytesCache(64 << 20)
+        """Unit top-image strips already made (the unit browser shows dozens per page)."""
         self.sessions = SessionStore(settings.session_ttl_s)
         self.login_attempts = KeyedBuckets(settings.login_per_minute / 60, burst=5)
         self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)

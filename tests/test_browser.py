@@ -46,7 +46,9 @@ def app_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
     # on every interface, so that it can also be reached under a second host name (127.0.0.2)
-    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret"}, host="0.0.0.0")
+    # (sign-in rate: these tests sign in more often than a person would)
+    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_TOKEN": "browser-s3cret", "GANPAINT_LOGIN_PER_MINUTE": "600"},
+                      host="0.0.0.0")
 
 
 def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None,

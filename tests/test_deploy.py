@@ -60,6 +60,12 @@ def test_every_package_is_listed_for_the_wheel() -> None:
     found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("server", "models", "dissect_core")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found <= listed and "server.frontend" in listed
+    # every folder of shipped data (zoo weights and tables, page assets) is listed as well
+    data = {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "models" / "zoo").rglob("*")
+            if p.is_file() and p.suffix in (".safetensors", ".json", ".md", ".npz")}
+    data |= {"server.frontend." + p.parent.name for p in (ROOT / "frontend").rglob("*")
+             if p.is_file() and p.parent != ROOT / "frontend"}
+    assert data <= listed, sorted(data - listed)
 
 
 def test_dockerfile_lints_clean() -> None:

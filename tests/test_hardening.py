@@ -243,3 +243,23 @@ def test_refused_websockets_close_with_1008_and_say_why(tiny_zoo: Path, tmp_path
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_api_docs_work_offline(client: TestClient) -> None:  # noqa: F811
+    page = client.get("/docs").text
+    assert "cdn.jsdelivr" not in page and "/docs-assets/swagger-ui-bundle.js" in page
+    bundle = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    redoc = client.get("/redoc").text
+    assert "cdn" not in redoc and "fonts.googleapis" not in redoc and "/docs-assets/redoc.standalone.js" in redoc
+
+
+def test_unit_strips_are_made_once(client: TestClient) -> None:  # noqa: F811
+    first = client.get("/api/models/tiny/layers/layer4/units/3/top.png")
+    again = client.get("/api/models/tiny/layers/layer4/units/3/top.png")
+    assert first.status_code == again.status_code == 200
+    assert first.headers["x-cache"] == "miss" and again.headers["x-cache"] == "hit"
+    assert first.content == again.content and first.content[:8] == b"\x89PNG\r\n\x1a\n"
+    other = client.get("/api/models/tiny/layers/layer4/units/3/top.png", params={"count": 2})
+    assert other.headers["x-cache"] == "miss" and other.content != first.content

@@ -11,7 +11,6 @@ from dissect_core.insertion import (
     ContextPrior,
     InsertionConfig,
     context_regions,
-    iou_init,
     learn_insertion,
     out_of_context_regions,
     restore_regions,
@@ -87,7 +86,6 @@ def test_region_choice() -> None:
     fractions = torch.zeros(2, 4, 4)
     fractions[0, 1:3, 2:4] = 1.0  # a 2x2 patch of the concept in image 0, none in image 1
     assert restore_regions(fractions, 2) == [(0, 1, 2)]
-    assert iou_init(np.array([0.0, 0.2, 0.4])).tolist() == pytest.approx([0.0, 0.25, 0.5])
 
 
 def test_window_contexts_find_what_a_concept_stands_on() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dissect_core.stats import Histogram, IoUTally, TopImages, TopValues, quantile_rank
+from dissect_core.stats import IoUTally, TopImages, TopValues, quantile_rank
 
 
 def test_quantile_rank_nearest_rank() -> None:
@@ -41,21 +41,6 @@ def test_top_values_merge_is_exact() -> None:
     assert a.count == 1000
     assert torch.equal(a.quantile(0.99), whole.quantile(0.99))
     assert torch.equal(a.quantile(0.99), torch.from_numpy(np.quantile(data.numpy(), 0.99, axis=0, method="inverted_cdf")).float())
-
-
-def test_histogram_quantile_and_merge() -> None:
-    low, high = torch.zeros(1), torch.full((1,), 10.0)
-    hist = Histogram(low, high, bins=10)
-    hist.add(torch.arange(10, dtype=torch.float32)[:, None] + 0.5)  # one value per bin
-    assert hist.counts.tolist() == [[1] * 10]
-    assert hist.quantile(0.5).item() == pytest.approx(5.0)  # 5th value fills bin 4 -> its top edge
-    assert hist.quantile(0.95).item() == pytest.approx(10.0)
-    other = Histogram(low, high, bins=10)
-    other.add(torch.tensor([[-3.0], [42.0]]))  # clamped to the end bins
-    hist.merge(other)
-    assert hist.counts[0, 0] == 2 and hist.counts[0, -1] == 2
-    with pytest.raises(ValueError, match="different edges"):
-        hist.merge(Histogram(low, high * 2, bins=10))
 
 
 def test_top_images_ties_are_deterministic() -> None:

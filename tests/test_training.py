@@ -156,7 +156,7 @@ def test_refining_trains_only_the_final_resolution_and_keeps_frozen_layers(tmp_p
 
     save_weights(narrow.state_dict(), init)
     config = GanConfig(**{**TINY_GAN, "init_from": str(init), "channels": [16, 16, 16, 12], "freeze_layers": 4,
-                          "d_warmup_kimg": 0.05, "final_kimg": 0.1, "d_channels": [16, 8, 8]})
+                          "d_warmup_kimg": 0.05, "final_kimg": 0.1, "d_channels": [16, 8, 8], "spectral_weight": 0.3})
     assert phases_for(config) == [(16, 0.0, pytest.approx(0.15))]
     out = train_gan(config, tmp_path / "run", resume=False, progress=False)
     refined = load_generator(out)
@@ -169,4 +169,17 @@ def test_refining_trains_only_the_final_resolution_and_keeps_frozen_layers(tmp_p
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     warm = [row for row in logged if row["kimg"] <= 0.05]
     assert warm and all(row["loss_g"] == 0.0 for row in warm)  # the generator waited for the discriminator
+    trained = [row for row in logged if row["kimg"] > 0.06]
+    assert trained and all(row["spectral"] > 0 for row in trained)  # the spectrum term is in the loss
     assert all(row["resolution"] == 16 and row["alpha"] == 1.0 for row in logged)
+
+
+def test_log_spectrum_sees_a_checkerboard() -> None:
+    from models.train.gan import log_spectrum
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(4, 3, 32, 32), 5, 1, 2)
+    checker = smooth + 0.2 * (((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2) * 2 - 1).float()
+    a, b = log_spectrum(smooth), log_spectrum(checker)
+    assert b[16, 16] - a[16, 16] > 5  # the (1/2, 1/2) component: the checkerboard
+    assert (b - a).abs()[:8, :8].max() < 1e-3  # low frequencies untouched

@@ -11,8 +11,9 @@ import pytest
 from dissect_core.datasets.broden import BrodenDataset, BrodenError
 from models.world import LABELS, MATERIALS, OBJECTS, SCENES, label_id, render_scene, world_seed
 from models.world.broden import encode_label_png, export_broden
+from models.world.drawing import Canvas
 from models.world.labels import COLORS, color_names, scene_label_id
-from models.world.render import WORLDS, _Canvas
+from models.world.render import WORLDS
 
 N_SCENES = 300
 
@@ -92,7 +93,7 @@ def test_boxes_cover_their_instances(scenes: list) -> None:
 
 
 def test_edges_are_anti_aliased() -> None:
-    canvas = _Canvas(10)
+    canvas = Canvas(10)
     win = (slice(0, 10), slice(0, 10))
     cov = canvas.box_cov(win, 0.15, 0.2, 0.55, 0.6)
     assert cov.sum() == pytest.approx(0.4 * 0.4 * 100)

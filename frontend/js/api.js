@@ -49,6 +49,11 @@ export async function postJSON(path, body) {
   return check(response);
 }
 
+// Cancel a job (DELETE /api/jobs/{id}); a job that already ended is left as it is.
+export async function cancelJob(id) {
+  await fetch(`/api/jobs/${id}`, { method: "DELETE", headers: headers() }).catch(() => {});
+}
+
 export const models = () => getJSON("/api/models");
 export const model = (id) => getJSON(`/api/models/${encodeURIComponent(id)}`);
 export const brushes = (id, layer) => getJSON(`/api/models/${encodeURIComponent(id)}/layers/${layer}/brushes`);

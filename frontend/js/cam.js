@@ -1,5 +1,5 @@
 // The CAM page: explain the classifier's prediction for a world scene or an upload, several methods side by side.
-import { token } from "./api.js";
+import { getJSON, token } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const METHODS = ["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "ablationcam",
@@ -81,14 +81,29 @@ async function explain() {
   else form.set("sample", $("sample").value || "0");
   banner("info", "computing…");
   const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
-  const response = await fetch("/api/cam", { method: "POST", body: form, headers });
-  const body = await response.json();
+  let response;
+  try {
+    response = await fetch("/api/cam", { method: "POST", body: form, headers });
+  } catch (error) {
+    return banner("error", `the server could not be reached (${error.message})`);
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch (_) {  // every API error is JSON; a proxy in between may answer otherwise
+    body = { error: { code: `http_${response.status}`, message: response.statusText || "an answer that is not JSON" } };
+  }
   if (!response.ok) return banner("error", `${body.error.code}: ${body.error.message}`);
   banner("", "");
   last = body;
   render();
   document.body.dataset.ready = "true";
 }
+
+// say which classifier is explained: the one trained on the served model's world
+getJSON("/api/classifier").then((info) => {
+  $("classifier-info").textContent = `Explaining ${info.id}: classes ${info.classes.join(", ")}; CAM layer ${info.cam_layer}.`;
+}).catch(() => {});
 
 $("explain").addEventListener("click", explain);
 $("alpha").addEventListener("input", render);

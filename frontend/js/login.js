@@ -25,6 +25,8 @@ form.addEventListener("submit", async (event) => {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
     credentials: "same-origin",
   });
-  if (response.status === 204) location.assign(nextPage());
-  else error.textContent = response.status === 401 ? "wrong token" : `sign-in failed (HTTP ${response.status})`;
+  if (response.status === 204) return location.assign(nextPage());
+  if (response.status === 401) return (error.textContent = "wrong token");
+  const body = await response.json().catch(() => null);
+  error.textContent = body && body.error ? body.error.message : `sign-in failed (HTTP ${response.status})`;
 });

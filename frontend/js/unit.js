@@ -1,9 +1,11 @@
 // A classifier unit in the manner of OpenAI Microscope: feature visualisation, dataset examples,
 // dissection label and IoU, and the classes it drives; each piece computed by a (cached) job.
-import { getJSON, postJSON } from "./api.js";
+import { cancelJob, getJSON, postJSON } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 let info = null;
+let shown = 0; // generation of the unit on screen: answers for a unit the user has left are dropped
+let running = []; // {id, layer, perUnit} of jobs started for the unit on screen and not finished
 
 function banner(kind, text) {
   $("banner").className = text ? `banner show ${kind}` : "banner";
@@ -24,11 +26,30 @@ function follow(job, onProgress) {
   });
 }
 
-async function runJob(path, body, statusId) {
+class Stale extends Error {}
+
+async function runJob(path, body, statusId, generation, perUnit) {
   const job = await (await postJSON(path, body)).json();
-  const done = await follow(job, (m) => ($(statusId).textContent = `${m.status} ${(m.progress * 100).toFixed(0)}% ${m.message || ""}`));
-  $(statusId).textContent = "";
-  return done;
+  const entry = { id: job.id, layer: body.layer, perUnit };
+  running.push(entry);
+  try {
+    const done = await follow(job, (m) => {
+      if (generation === shown) $(statusId).textContent = `${m.status} ${(m.progress * 100).toFixed(0)}% ${m.message || ""}`;
+    });
+    if (generation !== shown) throw new Stale();
+    $(statusId).textContent = "";
+    return done;
+  } finally {
+    running = running.filter((r) => r !== entry);
+  }
+}
+
+// Leaving a unit: its per-unit jobs (feature visualisation, top images) are cancelled; a layer-wide
+// one (the dissection) is kept while the layer stays, as the next unit needs it too.
+function leave(nextLayer) {
+  for (const job of running) if (job.perUnit || job.layer !== nextLayer) cancelJob(job.id);
+  for (const id of ["featviz", "topk"]) $(id).removeAttribute("src");
+  for (const id of ["dissection", "drives", "featviz-status", "topk-status"]) $(id).textContent = "";
 }
 
 async function show() {
@@ -37,15 +58,18 @@ async function show() {
   const units = info.layers.find((l) => l.name === layer)?.units || 1;
   if (!Number.isInteger(unit) || unit < 0 || unit >= units) return banner("warn", `units of ${layer} run from 0 to ${units - 1}`);
   banner("", "");
+  leave(layer);
+  const generation = ++shown;
   $("title").textContent = `${info.id} · ${layer} · unit ${unit}`;
   history.replaceState(null, "", `/unit?layer=${layer}&unit=${unit}`);
   const jobs = [
-    runJob("/api/featviz", { layer, units: [unit], param: $("param").value, steps: 256 }, "featviz-status")
+    runJob("/api/featviz", { layer, units: [unit], param: $("param").value, steps: 256 }, "featviz-status", generation, true)
       .then((job) => ($("featviz").src = `/api/jobs/${job.id}/files/${job.result.image}`)),
-    runJob("/api/topk", { layer, units: [unit], count: 2000, k: 8 }, "topk-status")
+    runJob("/api/topk", { layer, units: [unit], count: 2000, k: 8 }, "topk-status", generation, true)
       .then((job) => ($("topk").src = `/api/jobs/${job.id}/files/${job.result.units[0].image}`)),
-    runJob("/api/netdissect", { layer, samples: 1000 }, "dissection").then(async (job) => {
+    runJob("/api/netdissect", { layer, samples: 1000 }, "dissection", generation, false).then(async (job) => {
       const table = await getJSON(`/api/jobs/${job.id}/files/netdissect.json`);
+      if (generation !== shown) return;
       const u = table.units[unit];
       $("dissection").textContent = `${u.label} (${u.category}), IoU ${u.iou.toFixed(3)}` +
         (u.interpretable ? "" : " — below the 0.04 detector threshold");
@@ -53,7 +77,8 @@ async function show() {
     }),
   ];
   const results = await Promise.allSettled(jobs);
-  const failed = results.filter((r) => r.status === "rejected");
+  if (generation !== shown) return; // the user moved on; the new unit reports for itself
+  const failed = results.filter((r) => r.status === "rejected" && !(r.reason instanceof Stale));
   if (failed.length) banner("error", failed.map((r) => r.reason.message).join("; "));
   document.body.dataset.ready = "true";
 }

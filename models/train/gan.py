@@ -76,6 +76,12 @@ class GanConfig:
     freeze_layers: int = 0
     """The first N generator blocks stay exactly as loaded (4 keeps layer1..layer4: the edit layer's
     units, their dissection and the sample ids keep their meaning while the later layers sharpen)."""
+    spectral_weight: float = 0.0
+    """Weight of a spectrum-matching term in the generator loss (Durall et al. 2020, "Watch your
+    up-convolution"): the L1 distance between the log power spectrum of the generated batch and a
+    running mean of the real images' (grey levels, 2D). ProGAN's nearest-neighbour upsampling leaves
+    period-2 stripes and checkerboards that a discriminator learns to ignore; this term sees them.
+    0: off (the GAN loss alone)."""
     d_warmup_kimg: float = 0.0
     """Thousands of images a fresh discriminator trains alone before the generator moves (refinement
     runs, whose discriminator starts from nothing against a trained generator)."""
@@ -272,6 +278,17 @@ def _initial_generator(config: GanConfig, generator: GrowingGenerator) -> None:
     generator.net.load_state_dict(widen_generator_state(state, list(config.channels), seed=config.seed))
 
 
+_GREY = (0.299, 0.587, 0.114)
+
+
+def log_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """(H, W) log of the batch-mean power spectrum of (N, 3, H, W) images' grey levels (DC removed)."""
+    grey = sum(images[:, c].float() * w for c, w in enumerate(_GREY))
+    grey = grey - grey.mean(dim=(1, 2), keepdim=True)
+    power = torch.fft.fft2(grey).abs().square().mean(0) / (grey.shape[-1] * grey.shape[-2])
+    return torch.log(power + 1e-6)
+
+
 def _downscale(real: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
     """Real images at the current resolution, blended with the coarser level during fade-in."""
     factor = real.shape[-1] // resolution
@@ -315,6 +332,8 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr * r1_ratio,
                              betas=(0.0, 0.99 ** r1_ratio), eps=1e-8)
     step, images_seen = 0, 0
+    real_spectrum = torch.zeros(config.resolution, config.resolution, device=device)
+    """Running mean of the real images' log spectrum (the spectral term's target)."""
     saved = run.load_checkpoint() if resume else None
     if saved is not None:
         generator.load_state_dict(saved["generator"])
@@ -323,6 +342,8 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
         opt_g.load_state_dict(saved["opt_g"])
         opt_d.load_state_dict(saved["opt_d"])
         step, images_seen = int(saved["step"]), int(saved["images_seen"])
+        if "real_spectrum" in saved:
+            real_spectrum.copy_(saved["real_spectrum"])
         set_rng_state(saved["rng"])
     total_images = int(phases_for(config)[-1][2] * 1000)
     snapshot_at = [int(total_images * (i + 1) / config.snapshots) for i in range(config.snapshots)]
@@ -340,6 +361,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
             "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
             "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "step": step, "images_seen": images_seen, "rng": rng_state(), "data_rng": gen.get_state(),
+            "real_spectrum": real_spectrum,
         })
 
     bar = tqdm(total=total_images, initial=images_seen, unit="img", disable=not progress, desc="train gan")
@@ -374,11 +396,19 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
 
             # generator step (not while a fresh discriminator catches up)
             loss_g = torch.zeros((), device=device)
+            spectral = torch.zeros((), device=device)
             if images_seen >= config.d_warmup_kimg * 1000:
                 z = torch.randn(batch, z_dim, device=device)
                 with autocast():
-                    fake_logits_g = discriminator(generator(z, resolution, alpha), resolution, alpha).float()
+                    fake_g = generator(z, resolution, alpha)
+                    fake_logits_g = discriminator(fake_g, resolution, alpha).float()
                 loss_g = F.softplus(-fake_logits_g).mean()
+                spectral = torch.zeros((), device=device)
+                if config.spectral_weight > 0 and resolution == config.resolution:
+                    with torch.no_grad():
+                        real_spectrum.lerp_(log_spectrum(real.detach()), 0.01 if real_spectrum.any() else 1.0)
+                    spectral = (log_spectrum(fake_g) - real_spectrum).abs().mean()
+                    loss_g = loss_g + config.spectral_weight * spectral
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -394,7 +424,7 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
             if step % config.log_every == 0:
                 values = {"step": step, "kimg": round(images_seen / 1000, 3), "resolution": resolution,
                           "alpha": round(alpha, 4), "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                          "r1": r1.item(), "real_score": real_logits.mean().item(), "fake_score": fake_logits.mean().item()}
+                          "r1": r1.item(), "spectral": spectral.item(), "real_score": real_logits.mean().item(), "fake_score": fake_logits.mean().item()}
                 run.log(**values)
                 bar.set_postfix(res=resolution, alpha=f"{alpha:.2f}", d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
             while snapshot_at and images_seen >= snapshot_at[0]:

@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.world.render import (
-    _BRICK_COLORS,
-    _DOME_COLORS,
-    _ROOF_COLORS,
-    _STONE_COLORS,
-    SCENES,
+from models.world.drawing import (
+    BRICK_COLORS,
+    DOME_COLORS,
+    ROOF_COLORS,
+    STONE_COLORS,
+    Canvas,
     L,
-    _Canvas,
-    _draw_lamp,
-    _draw_tree,
-    _jitter,
-    _paint_clouds,
-    _paint_grass,
-    _paint_mountains,
-    _paint_sky,
-    _paint_water,
-    _wall_texture,
+    draw_lamp,
+    draw_tree,
+    jitter,
+    paint_clouds,
+    paint_grass,
+    paint_mountains,
+    paint_sky,
+    paint_water,
+    wall_texture,
 )
+from models.world.labels import SCENES
 
 __all__ = ["render_framed_once", "SCENE_WEIGHTS"]
 
@@ -42,24 +42,24 @@ SCENE_WEIGHTS = {"church": 0.45, "village": 0.27, "park": 0.14, "lakeside": 0.14
 """Most scenes show a main building, as LSUN church_outdoor does."""
 
 
-def render_framed_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int, set[int]]:
+def render_framed_once(rng: np.random.Generator, size: int) -> tuple[Canvas, str, int, set[int]]:
     """One framed scene: canvas, scene name, scene index and the groups that locate the scene class."""
     name = str(rng.choice(list(SCENE_WEIGHTS), p=list(SCENE_WEIGHTS.values())))
     scene = SCENES.index(name)
-    canvas = _Canvas(size)
+    canvas = Canvas(size)
     mood = int(rng.choice(3, p=(0.6, 0.25, 0.15)))  # day, dusk, overcast
     night = mood == 1 and rng.random() < 0.3
     light = float(rng.uniform(0.85, 1.05) * (0.8 if night else 1.0))
     horizon = float(rng.uniform(0.5, 0.66)) if name in ("church", "village") else float(rng.uniform(0.42, 0.6))
 
-    hor_c = _paint_sky(canvas, rng, horizon, mood, light)
-    _paint_clouds(canvas, rng, horizon, mood, light, scale=1.4)
+    hor_c = paint_sky(canvas, rng, horizon, mood, light)
+    paint_clouds(canvas, rng, horizon, mood, light, scale=1.4)
     if name == "lakeside" or rng.random() < 0.2:
-        _paint_mountains(canvas, rng, horizon, light)
-    _paint_grass(canvas, rng, horizon, light)
+        paint_mountains(canvas, rng, horizon, light)
+    paint_grass(canvas, rng, horizon, light)
     wy1 = horizon
     if name == "lakeside":
-        wy1 = _paint_water(canvas, rng, horizon, hor_c, light, lake=True, depth=(0.12, 0.22))
+        wy1 = paint_water(canvas, rng, horizon, hor_c, light, lake=True, depth=(0.12, 0.22))
 
     key_groups: set[int] = set()
     things: list[tuple[float, str, dict]] = []  # (base_y, kind, params), drawn far to near
@@ -102,18 +102,18 @@ def render_framed_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, st
                 key_groups.add(group)
         elif kind == "tree":
             depth = 0.75 + 0.35 * (base_y - horizon) / max(1 - horizon, 1e-3)
-            _draw_tree(canvas, rng, params["cx"], base_y, params["h"] * depth, group, light, autumn=rng.random() < 0.15)
+            draw_tree(canvas, rng, params["cx"], base_y, params["h"] * depth, group, light, autumn=rng.random() < 0.15)
             if name == "park":
                 key_groups.add(group)
         else:
             depth = 0.75 + 0.35 * (base_y - horizon) / max(1 - horizon, 1e-3)
-            _draw_lamp(canvas, rng, params["cx"], base_y, params["h"] * depth, group, light, night)
+            draw_lamp(canvas, rng, params["cx"], base_y, params["h"] * depth, group, light, night)
             if name == "park":
                 key_groups.add(group)
     return canvas, name, scene, key_groups
 
 
-def _paint_path(canvas: _Canvas, rng: np.random.Generator, cx: float, y_top: float, y_door: float, light: float,
+def _paint_path(canvas: Canvas, rng: np.random.Generator, cx: float, y_top: float, y_door: float, light: float,
                 park: bool = False) -> None:
     """A road widening towards the viewer, from the building's door (or the far park) to the bottom."""
     top_w = float(rng.uniform(0.08, 0.14)) if not park else 0.04
@@ -122,18 +122,18 @@ def _paint_path(canvas: _Canvas, rng: np.random.Generator, cx: float, y_top: flo
     y_start = y_door - 0.02 if not park else y_top
     win = canvas.window(0, y_start, 1, 1)
     if win:
-        color = _jitter(rng, (0.5, 0.48, 0.45) if not park else (0.7, 0.62, 0.45), 0.05)
+        color = jitter(rng, (0.5, 0.48, 0.45) if not park else (0.7, 0.62, 0.45), 0.05)
         cov = canvas.polygon_cov(win, [(cx - top_w / 2, y_start), (cx + top_w / 2, y_start),
                                        (bx + bottom_w / 2, 1.02), (bx - bottom_w / 2, 1.02)])
         canvas.paint(win, cov, color * light, L["road"])
 
 
-def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: float, church: bool,
+def _draw_main_building(canvas: Canvas, rng: np.random.Generator, cx: float, base_y: float, church: bool,
                         group: int, light: float, width: float | None = None) -> None:
     """A front-facing building at painting scale: wall, roof or dome, towers, door and windows."""
     material = "brick" if rng.random() < 0.5 else "stone"
     mat_id = L[material]
-    base = _jitter(rng, _BRICK_COLORS[rng.integers(4)] if material == "brick" else _STONE_COLORS[rng.integers(4)], 0.05)
+    base = jitter(rng, BRICK_COLORS[rng.integers(4)] if material == "brick" else STONE_COLORS[rng.integers(4)], 0.05)
     if width is None:
         width = float(rng.uniform(0.6, 0.85)) if church else float(rng.uniform(0.55, 0.75))
     height = width * float(rng.uniform(0.5, 0.66))
@@ -154,13 +154,13 @@ def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, ba
     tw = width * float(rng.uniform(0.2, 0.28))
     th = height * float(rng.uniform(1.5, 2.1))
     spire_h = tw * float(rng.uniform(0.9, 1.6))
-    spire_color = _jitter(rng, _ROOF_COLORS[rng.integers(4)], 0.04) * light
+    spire_color = jitter(rng, ROOF_COLORS[rng.integers(4)], 0.04) * light
     for side in towers:
         tx = x0 + tw / 2 - tw * 0.2 if side < 0 else x1 - tw / 2 + tw * 0.2
         tower = canvas.new_instance(L["tower"], group)
         win = canvas.window(tx - tw / 2 - 0.01, base_y - th - spire_h, tx + tw / 2 + 0.01, base_y)
         if win:
-            tcolor = _wall_texture(canvas, win, material, base * 0.92, tx - tw / 2, base_y - th, rng)
+            tcolor = wall_texture(canvas, win, material, base * 0.92, tx - tw / 2, base_y - th, rng)
             canvas.paint(win, canvas.box_cov(win, tx - tw / 2, base_y - th, tx + tw / 2, base_y), tcolor * light,
                          L["tower"], mat_id, tower)
             # belfry opening and spire
@@ -175,7 +175,7 @@ def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, ba
     win = canvas.window(x0, y0, x1, y1)
     if win is None:
         return
-    wall = _wall_texture(canvas, win, material, base, x0, y0, rng)
+    wall = wall_texture(canvas, win, material, base, x0, y0, rng)
     xs = canvas.centers[win[1]]
     sun = 0.88 + 0.2 * (xs - x0) / max(width, 1e-3)
     canvas.paint(win, canvas.box_cov(win, x0, y0, x1, y1), wall * sun[None, :, None] * light, L["building"], mat_id, building)
@@ -193,7 +193,7 @@ def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, ba
             canvas.paint(dwin, canvas.box_cov(dwin, dcx - dome_r * 0.85, y0 - drum_h, dcx + dome_r * 0.85, y0 + 0.005),
                          base * 0.95 * light, L["building"], mat_id, building)
             dome = canvas.new_instance(L["dome"], group)
-            dcol = _jitter(rng, _DOME_COLORS[rng.integers(4)], 0.05)
+            dcol = jitter(rng, DOME_COLORS[rng.integers(4)], 0.05)
             dbase = y0 - drum_h
             dys = canvas.centers[dwin[0]]
             dxs = canvas.centers[dwin[1]]
@@ -209,7 +209,7 @@ def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, ba
         overhang = width * 0.04
         rwin = canvas.window(x0 - overhang, y0 - roof_h, x1 + overhang, y0 + 0.01)
         if rwin:
-            roof_color = _jitter(rng, _ROOF_COLORS[rng.integers(4)], 0.05) * light
+            roof_color = jitter(rng, ROOF_COLORS[rng.integers(4)], 0.05) * light
             cov = canvas.polygon_cov(rwin, [(x0 - overhang, y0 + 0.002), (cx, y0 - roof_h), (x1 + overhang, y0 + 0.002)])
             canvas.paint(rwin, cov, roof_color, L["building"], 0, building)
 
@@ -220,7 +220,7 @@ def _draw_main_building(canvas: _Canvas, rng: np.random.Generator, cx: float, ba
     door = canvas.new_instance(L["door"], group)
     dwin = canvas.window(dx - dw / 2, y1 - dh - dw / 2, dx + dw / 2, y1)
     if dwin:
-        dcol = _jitter(rng, (0.35, 0.2, 0.1), 0.06) * light
+        dcol = jitter(rng, (0.35, 0.2, 0.1), 0.06) * light
         cov = canvas.box_cov(dwin, dx - dw / 2, y1 - dh + dw / 2 * (1 if church else 0), dx + dw / 2, y1)
         if church:  # arched top
             arch = canvas.ellipse_cov(dwin, dx, y1 - dh + dw / 2, dw / 2, dw / 2) * canvas.box_cov(dwin, 0, 0, 1, y1 - dh + dw / 2)

@@ -21,7 +21,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.world.labels import BOX_LABELS, LABELS, SCENES, color_names, label_id
+from models.world.drawing import (
+    BRICK_COLORS,
+    DOME_COLORS,
+    ROOF_COLORS,
+    STONE_COLORS,
+    Canvas,
+    L,
+    draw_lamp,
+    draw_tree,
+    jitter,
+    paint_clouds,
+    paint_grass,
+    paint_mountains,
+    paint_sky,
+    paint_water,
+    wall_texture,
+)
+from models.world.framed import render_framed_once
+from models.world.labels import BOX_LABELS, SCENES, color_names, label_id
 
 __all__ = ["Scene", "render_scene", "render_batch", "world_seed", "SPLIT_OFFSETS", "WORLD_VERSION", "WORLDS"]
 
@@ -29,8 +47,6 @@ WORLD_VERSION = 2
 """Bumped whenever a change to the renderer changes any image or label (invalidates caches)."""
 
 SPLIT_OFFSETS = {"train": 0, "heldout": 1_000_000_000, "probe": 2_000_000_000}
-
-L = {label.name: label.number for label in LABELS[1:]}
 
 
 def world_seed(split: str, index: int) -> int:
@@ -59,123 +75,11 @@ class Scene:
         return SCENES[self.scene]
 
 
-class _Canvas:
-    """Float RGB canvas plus label maps; shapes are painted inside their bounding box only."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.rgb = np.zeros((size, size, 3), np.float32)
-        self.obj = np.zeros((size, size), np.uint8)
-        self.mat = np.zeros((size, size), np.uint8)
-        self.inst = np.zeros((size, size), np.int16)
-        self.instances: list[tuple[int, int]] = [(0, 0)]  # instance -> (label, group)
-        centers = (np.arange(size, dtype=np.float32) + 0.5) / size
-        self.centers = centers
-
-    def new_instance(self, label: int, group: int) -> int:
-        self.instances.append((label, group))
-        return len(self.instances) - 1
-
-    def window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
-        s = self.size
-        i0, i1 = max(int(np.floor(y0 * s)) - 1, 0), min(int(np.ceil(y1 * s)) + 1, s)
-        j0, j1 = max(int(np.floor(x0 * s)) - 1, 0), min(int(np.ceil(x1 * s)) + 1, s)
-        if i0 >= i1 or j0 >= j1:
-            return None
-        return slice(i0, i1), slice(j0, j1)
-
-    def paint(
-        self, win: tuple[slice, slice], cov: np.ndarray, color: np.ndarray,
-        obj: int, mat: int = 0, inst: int = 0,
-    ) -> None:
-        ys, xs = win
-        region = self.rgb[ys, xs]
-        region += (np.asarray(color, np.float32) - region) * cov[..., None]
-        hit = cov >= 0.5
-        self.obj[ys, xs][hit] = obj
-        self.mat[ys, xs][hit] = mat
-        self.inst[ys, xs][hit] = inst
-
-    # --- coverage functions (inside a window) -------------------------------------------------
-    def box_cov(self, win: tuple[slice, slice], x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-        s = self.size
-        ys, xs = win
-        px = np.arange(xs.start, xs.stop, dtype=np.float32)
-        py = np.arange(ys.start, ys.stop, dtype=np.float32)
-        cx = np.clip(np.minimum(px + 1, x1 * s) - np.maximum(px, x0 * s), 0, 1)
-        cy = np.clip(np.minimum(py + 1, y1 * s) - np.maximum(py, y0 * s), 0, 1)
-        return cy[:, None] * cx[None, :]
-
-    def ellipse_cov(self, win: tuple[slice, slice], cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-        s = self.size
-        ys, xs = win
-        dx = (self.centers[xs] - cx) / rx
-        dy = (self.centers[ys] - cy) / ry
-        k = np.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
-        return np.clip((1 - k) * min(rx, ry) * s + 0.5, 0, 1)
-
-    def polygon_cov(self, win: tuple[slice, slice], points: list[tuple[float, float]]) -> np.ndarray:
-        """Convex polygon, counter-clockwise or clockwise: max of edge half-plane distances."""
-        s = self.size
-        ys, xs = win
-        gx = self.centers[xs][None, :]
-        gy = self.centers[ys][:, None]
-        pts = np.asarray(points, np.float32)
-        area = np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1])
-        sign = 1.0 if area > 0 else -1.0
-        dist: np.ndarray | None = None
-        for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
-            ex, ey = bx - ax, by - ay
-            norm = np.hypot(ex, ey) + 1e-9
-            # cross > 0 puts the point left of the edge, which is inside when the signed area is > 0
-            cross = ex * (gy - ay) - ey * (gx - ax)
-            d = -sign * cross / norm
-            dist = d if dist is None else np.maximum(dist, d)
-        assert dist is not None  # a polygon has edges
-        return np.clip(0.5 - dist * s, 0, 1)
-
-
-def _jitter(rng: np.random.Generator, base: tuple[float, float, float], amount: float) -> np.ndarray:
-    return np.clip(np.asarray(base, np.float32) + rng.uniform(-amount, amount, 3).astype(np.float32), 0, 1)
-
-
-_BRICK_COLORS = ((0.62, 0.27, 0.2), (0.7, 0.36, 0.24), (0.55, 0.22, 0.18), (0.75, 0.45, 0.3))
-_STONE_COLORS = ((0.62, 0.6, 0.56), (0.72, 0.68, 0.6), (0.5, 0.5, 0.52), (0.8, 0.76, 0.66))
-_ROOF_COLORS = ((0.45, 0.15, 0.12), (0.25, 0.25, 0.3), (0.5, 0.3, 0.2), (0.3, 0.2, 0.35))
-_DOME_COLORS = ((0.85, 0.68, 0.2), (0.3, 0.6, 0.5), (0.25, 0.35, 0.7), (0.55, 0.55, 0.6))
-_FOLIAGE = ((0.15, 0.45, 0.15), (0.2, 0.55, 0.2), (0.1, 0.35, 0.12), (0.35, 0.55, 0.15), (0.75, 0.45, 0.1))
-
-
-def _wall_texture(canvas: _Canvas, win: tuple[slice, slice], material: str, base: np.ndarray,
-                  x0: float, y0: float, rng: np.random.Generator) -> np.ndarray:
-    """Per-pixel wall colour: brick courses with offset joints, or large jittered stone blocks."""
-    s = canvas.size
-    ys, xs = win
-    py = (canvas.centers[ys] - y0) * s
-    px = (canvas.centers[xs] - x0) * s
-    if material == "brick":
-        course = max(s / 40.0, 1.0)
-        row = np.floor(py / course)
-        mortar_h = (py % course) < 0.45 * course
-        offset = (row % 2) * course
-        mortar_v = ((px[None, :] + offset[:, None]) % (2.2 * course)) < 0.35 * course
-        mortar = mortar_h[:, None] | mortar_v
-        shade = 1.0 - 0.35 * mortar
-    else:
-        block = max(s / 20.0, 1.5)
-        by = np.floor(py / block).astype(np.int64)
-        bx = np.floor((px[None, :] + (by[:, None] % 2) * block * 0.5) / (block * 1.4)).astype(np.int64)
-        h = (bx * 73856093 ^ by[:, None] * 19349663) % 97 / 97.0
-        joint = ((py % block) < 0.25 * block)[:, None]
-        shade = (0.85 + 0.25 * h) * (1.0 - 0.25 * joint)
-    return base[None, None, :] * shade[..., None].astype(np.float32)
-
-
-def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: float, width: float,
+def _draw_building(canvas: Canvas, rng: np.random.Generator, cx: float, base_y: float, width: float,
                    height: float, church: bool, group: int, light: float) -> tuple[float, float, float, float]:
     """A wall with roof, door and windows; for a church also a dome and/or tower. Returns its box."""
     material = "brick" if rng.random() < 0.5 else "stone"
-    base = _jitter(rng, _BRICK_COLORS[rng.integers(4)] if material == "brick" else _STONE_COLORS[rng.integers(4)], 0.05)
+    base = jitter(rng, BRICK_COLORS[rng.integers(4)] if material == "brick" else STONE_COLORS[rng.integers(4)], 0.05)
     x0, x1 = cx - width / 2, cx + width / 2
     y0, y1 = base_y - height, base_y
     top = y0
@@ -196,10 +100,10 @@ def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y:
         tower = canvas.new_instance(L["tower"], group)
         win = canvas.window(tx - tw / 2, base_y - th - tw * 1.2, tx + tw / 2, base_y)
         if win:
-            tcolor = _wall_texture(canvas, win, material, base * 0.92, tx - tw / 2, base_y - th, rng)
+            tcolor = wall_texture(canvas, win, material, base * 0.92, tx - tw / 2, base_y - th, rng)
             cov = canvas.box_cov(win, tx - tw / 2, base_y - th, tx + tw / 2, base_y)
             canvas.paint(win, cov, tcolor * light, L["tower"], mat_id, tower)
-            spire_color = _jitter(rng, _ROOF_COLORS[rng.integers(4)], 0.04) * light
+            spire_color = jitter(rng, ROOF_COLORS[rng.integers(4)], 0.04) * light
             spire_h = tw * rng.uniform(0.9, 1.6)
             cov = canvas.polygon_cov(win, [(tx - tw / 2 - 0.005, base_y - th), (tx, base_y - th - spire_h),
                                            (tx + tw / 2 + 0.005, base_y - th)])
@@ -210,12 +114,12 @@ def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y:
     win = canvas.window(x0, y0 - height, x1, y1)
     if win is None:
         return (x0, y0, x1, y1)
-    wall = _wall_texture(canvas, win, material, base, x0, y0, rng)
+    wall = wall_texture(canvas, win, material, base, x0, y0, rng)
     xs = canvas.centers[win[1]]
     sun = 0.88 + 0.2 * (xs - x0) / max(width, 1e-3)
     canvas.paint(win, canvas.box_cov(win, x0, y0, x1, y1), wall * sun[None, :, None] * light, L["building"], mat_id, building)
 
-    roof_color = _jitter(rng, _ROOF_COLORS[rng.integers(4)], 0.05) * light
+    roof_color = jitter(rng, ROOF_COLORS[rng.integers(4)], 0.05) * light
     if has_dome:
         dome_r = width * rng.uniform(0.28, 0.42)
         dome_h = dome_r * rng.uniform(0.8, 1.25)
@@ -223,7 +127,7 @@ def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y:
         dome = canvas.new_instance(L["dome"], group)
         dwin = canvas.window(dcx - dome_r, y0 - dome_h - dome_r * 0.5, dcx + dome_r, y0 + 0.01)
         if dwin:
-            dcol = _jitter(rng, _DOME_COLORS[rng.integers(4)], 0.05)
+            dcol = jitter(rng, DOME_COLORS[rng.integers(4)], 0.05)
             dys = canvas.centers[dwin[0]]
             shade = (0.75 + 0.4 * np.clip((y0 - dys) / dome_h, 0, 1))[:, None, None]
             cov = canvas.ellipse_cov(dwin, dcx, y0, dome_r, dome_h)
@@ -250,7 +154,7 @@ def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y:
     door = canvas.new_instance(L["door"], group)
     dwin = canvas.window(dx - dw / 2, y1 - dh - dw / 2, dx + dw / 2, y1)
     if dwin:
-        dcol = _jitter(rng, (0.35, 0.2, 0.1), 0.06) * light
+        dcol = jitter(rng, (0.35, 0.2, 0.1), 0.06) * light
         cov = canvas.box_cov(dwin, dx - dw / 2, y1 - dh, dx + dw / 2, y1)
         if church:  # arched top
             cov = np.maximum(cov, canvas.ellipse_cov(dwin, dx, y1 - dh, dw / 2, dw / 2) * canvas.box_cov(dwin, 0, 0, 1, y1 - dh))
@@ -274,151 +178,6 @@ def _draw_building(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y:
     return (left, top, right, y1)
 
 
-def _draw_tree(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: float, height: float,
-               group: int, light: float, autumn: bool) -> tuple[float, float, float, float]:
-    tree = canvas.new_instance(L["tree"], group)
-    trunk_w = height * rng.uniform(0.1, 0.16)
-    trunk_h = height * rng.uniform(0.3, 0.45)
-    crown_col = _jitter(rng, _FOLIAGE[4] if autumn else _FOLIAGE[rng.integers(4)], 0.05)
-    conifer = rng.random() < 0.35
-    crown_w = height * (rng.uniform(0.3, 0.42) if conifer else rng.uniform(0.35, 0.55))
-    win = canvas.window(cx - crown_w - 0.01, base_y - height - 0.01, cx + crown_w + 0.01, base_y)
-    if not win:
-        return (cx, base_y, cx, base_y)
-    cov = canvas.box_cov(win, cx - trunk_w / 2, base_y - trunk_h - 0.02, cx + trunk_w / 2, base_y)
-    canvas.paint(win, cov, _jitter(rng, (0.35, 0.22, 0.12), 0.04) * light, L["tree"], L["wood"], tree)
-    ys = canvas.centers[win[0]]
-    shade = (1.15 - 0.45 * np.clip((ys - (base_y - height)) / height, 0, 1))[:, None, None]
-    texture_noise = 1.0 + 0.12 * rng.standard_normal((ys.size, win[1].stop - win[1].start, 1)).astype(np.float32)
-    color = crown_col[None, None] * shade * texture_noise * light
-    if conifer:
-        cov = canvas.polygon_cov(win, [(cx - crown_w, base_y - trunk_h * 0.7), (cx, base_y - height),
-                                       (cx + crown_w, base_y - trunk_h * 0.7)])
-    else:
-        crown_h = height - trunk_h * 0.8
-        ccy = base_y - trunk_h * 0.8 - crown_h / 2
-        cov = canvas.ellipse_cov(win, cx, ccy, crown_w, crown_h / 2)
-        for _ in range(2):
-            ox, oy = rng.uniform(-0.5, 0.5) * crown_w, rng.uniform(-0.3, 0.2) * crown_h
-            cov = np.maximum(cov, canvas.ellipse_cov(win, cx + ox, ccy + oy, crown_w * 0.6, crown_h * 0.32))
-    canvas.paint(win, cov, np.clip(color, 0, 1), L["tree"], 0, tree)
-    return (cx - crown_w, base_y - height, cx + crown_w, base_y)
-
-
-def _draw_lamp(canvas: _Canvas, rng: np.random.Generator, cx: float, base_y: float, height: float,
-               group: int, light: float, night: bool) -> tuple[float, float, float, float]:
-    lamp = canvas.new_instance(L["lamp"], group)
-    pole_w = max(height * 0.09, 1.6 / canvas.size)
-    head_w = height * rng.uniform(0.28, 0.38)
-    head_h = head_w * rng.uniform(0.8, 1.2)
-    top = base_y - height
-    win = canvas.window(cx - head_w, top - head_h * 0.3, cx + head_w, base_y)
-    if not win:
-        return (cx, base_y, cx, base_y)
-    pole_col = _jitter(rng, (0.12, 0.12, 0.14), 0.03)
-    canvas.paint(win, canvas.box_cov(win, cx - pole_w / 2, top + head_h * 0.5, cx + pole_w / 2, base_y),
-                 pole_col, L["lamp"], L["metal"], lamp)
-    canvas.paint(win, canvas.box_cov(win, cx - head_w * 0.6, top - head_h * 0.2, cx + head_w * 0.6, top + head_h * 0.05),
-                 pole_col, L["lamp"], L["metal"], lamp)
-    glow = np.array((1.0, 0.93, 0.55) if night or rng.random() < 0.6 else (0.9, 0.9, 0.8), np.float32)
-    canvas.paint(win, canvas.box_cov(win, cx - head_w / 2, top, cx + head_w / 2, top + head_h), glow,
-                 L["lamp"], L["glass"], lamp)
-    return (cx - head_w * 0.6, top - head_h * 0.2, cx + head_w * 0.6, base_y)
-
-
-
-def _paint_sky(canvas: _Canvas, rng: np.random.Generator, horizon: float, mood: int, light: float) -> np.ndarray:
-    """Vertical sky gradient down to just below the horizon; returns the horizon colour."""
-    s = canvas.size
-    if mood == 0:
-        top_c, hor_c = _jitter(rng, (0.3, 0.5, 0.85), 0.06), _jitter(rng, (0.65, 0.8, 0.95), 0.05)
-    elif mood == 1:
-        top_c, hor_c = _jitter(rng, (0.3, 0.3, 0.6), 0.06), _jitter(rng, (0.95, 0.6, 0.35), 0.06)
-    else:
-        top_c, hor_c = _jitter(rng, (0.55, 0.6, 0.68), 0.05), _jitter(rng, (0.75, 0.78, 0.8), 0.04)
-    t = np.clip(canvas.centers / max(horizon, 1e-3), 0, 1)[:, None, None]
-    sky = (top_c * (1 - t) + hor_c * t) * light
-    win = (slice(0, s), slice(0, s))
-    canvas.paint(win, canvas.box_cov(win, 0, 0, 1, horizon + 0.02), np.broadcast_to(sky, (s, s, 3)), L["sky"])
-    return hor_c
-
-
-def _paint_clouds(canvas: _Canvas, rng: np.random.Generator, horizon: float, mood: int, light: float,
-                  scale: float = 1.0) -> None:
-    """Zero to four clouds of overlapping ellipses in the upper sky; ``scale`` sizes them."""
-    for _ in range(int(rng.choice(5, p=(0.2, 0.3, 0.25, 0.15, 0.1)))):
-        cx, cy = rng.uniform(0.0, 1.0), rng.uniform(0.06, horizon * 0.6)
-        rx, ry = rng.uniform(0.08, 0.18) * scale, rng.uniform(0.03, 0.06) * scale
-        cloud = canvas.new_instance(L["cloud"], 0)
-        cwin = canvas.window(cx - rx * 1.6, cy - ry * 2, cx + rx * 1.6, cy + ry * 1.2)
-        if not cwin:
-            continue
-        cov = canvas.ellipse_cov(cwin, cx, cy, rx, ry)
-        for _ in range(3):
-            cov = np.maximum(cov, canvas.ellipse_cov(cwin, cx + rng.uniform(-0.6, 0.6) * rx, cy - rng.uniform(0, 0.8) * ry,
-                                                     rx * rng.uniform(0.35, 0.6), ry * rng.uniform(0.8, 1.2)))
-        ccol = _jitter(rng, (0.97, 0.97, 0.98) if mood != 2 else (0.85, 0.86, 0.88), 0.03)
-        if mood == 1:
-            ccol = ccol * np.array((1.0, 0.85, 0.8), np.float32)
-        canvas.paint(cwin, cov, ccol * light, L["cloud"], 0, cloud)
-
-
-def _paint_mountains(canvas: _Canvas, rng: np.random.Generator, horizon: float, light: float,
-                     scale: float = 1.0) -> None:
-    """One or two ridges of summed sines standing on the horizon, sometimes snow-capped."""
-    s = canvas.size
-    for layer in range(int(rng.integers(1, 3))):
-        peak = float(rng.uniform(0.12, 0.28)) * (1.0 if layer == 0 else 0.7) * scale
-        xs = canvas.centers
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        freq = rng.uniform(2, 6, 3)
-        ridge = horizon - peak * (0.55 + 0.45 * (
-            np.sin(xs * freq[0] * np.pi + phase[0]) * 0.5 + np.sin(xs * freq[1] * np.pi + phase[1]) * 0.3
-            + np.sin(xs * freq[2] * 2 * np.pi + phase[2]) * 0.2))
-        mwin = (slice(0, s), slice(0, s))
-        ys = canvas.centers[:, None]
-        cov = np.clip((ys - ridge[None, :]) * s + 0.5, 0, 1) * canvas.box_cov(mwin, 0, 0, 1, horizon + 0.02)
-        base_c = _jitter(rng, (0.42, 0.42, 0.52) if layer == 0 else (0.35, 0.42, 0.35), 0.06)
-        height_frac = np.clip((horizon - ys) / peak, 0, 1)
-        color = base_c[None, None] * (0.85 + 0.3 * height_frac[..., None])
-        if rng.random() < 0.4:  # snow caps
-            snow = np.clip((height_frac - 0.7) * 6, 0, 1)[..., None]
-            color = color * (1 - snow) + 0.95 * snow
-        canvas.paint(mwin, cov, np.broadcast_to(color * light, (s, s, 3)), L["mountain"])
-
-
-def _paint_grass(canvas: _Canvas, rng: np.random.Generator, horizon: float, light: float) -> None:
-    """Grass from the horizon down, lighter towards the viewer, with per-pixel noise."""
-    s = canvas.size
-    grass_c = _jitter(rng, (0.3, 0.6, 0.22) if rng.random() < 0.8 else (0.55, 0.6, 0.25), 0.06)
-    gwin = canvas.window(0, horizon, 1, 1)
-    if gwin is None:
-        return
-    ys = canvas.centers[gwin[0]]
-    depth = np.clip((ys - horizon) / (1 - horizon), 0, 1)[:, None, None]
-    noise = 1.0 + 0.1 * rng.standard_normal((ys.size, s, 1)).astype(np.float32)
-    grass = grass_c * (0.8 + 0.35 * depth) * noise * light
-    canvas.paint(gwin, canvas.box_cov(gwin, 0, horizon, 1, 1), np.clip(grass, 0, 1), L["grass"])
-
-
-
-def _paint_water(canvas: _Canvas, rng: np.random.Generator, horizon: float, hor_c: np.ndarray, light: float,
-                 lake: bool, depth: tuple[float, float] = (0.12, 0.3)) -> float:
-    """A lake band from the horizon down (``lake``) or a pond; returns the water's lower edge."""
-    s = canvas.size
-    wy1 = horizon + float(rng.uniform(*depth))
-    wwin = canvas.window(0, horizon, 1, wy1)
-    if wwin:
-        ys = canvas.centers[wwin[0]]
-        wc = _jitter(rng, (0.2, 0.4, 0.7), 0.06) * 0.7 + hor_c * 0.3
-        ripple = 1.0 + 0.12 * np.sin(ys * s * 2.1 + rng.uniform(0, 6))[:, None, None]
-        cov = canvas.box_cov(wwin, 0, horizon, 1, wy1)
-        if not lake:
-            cov = canvas.ellipse_cov(wwin, rng.uniform(0.3, 0.7), (horizon + wy1) / 2, rng.uniform(0.2, 0.4), (wy1 - horizon) / 2)
-        canvas.paint(wwin, cov, np.broadcast_to(np.clip(wc * ripple * light, 0, 1), cov.shape + (3,)), L["water"])
-    return wy1
-
-
 MAX_ATTEMPTS = 16
 
 # Visible pixels (as a fraction of the image) that a scene's defining objects must keep after
@@ -427,7 +186,7 @@ _MIN_VISIBLE = {"park": (("lamp",), ("tree",)), "church": (("dome", "tower"),), 
                 "lakeside": (("water",), ("mountain",))}
 
 
-def _defining_objects_visible(canvas: _Canvas, name: str) -> bool:
+def _defining_objects_visible(canvas: Canvas, name: str) -> bool:
     threshold = 0.002 * canvas.size**2
     return all(np.isin(canvas.obj, [L[n] for n in group]).sum() >= threshold for group in _MIN_VISIBLE[name])
 
@@ -462,31 +221,29 @@ def _layout(world: str):
     if world == "classic":
         return _render_once
     if world == "framed":
-        from models.world.framed import render_framed_once
-
         return render_framed_once
     raise ValueError(f"unknown world {world!r}; worlds are {', '.join(WORLDS)}")
 
 
-def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int, set[int]]:
+def _render_once(rng: np.random.Generator, size: int) -> tuple[Canvas, str, int, set[int]]:
     scene = int(rng.integers(len(SCENES)))
     name = SCENES[scene]
-    canvas = _Canvas(size)
+    canvas = Canvas(size)
     mood = rng.choice(3, p=(0.6, 0.25, 0.15))  # day, dusk, overcast
     night = mood == 1 and rng.random() < 0.3
     light = float(rng.uniform(0.85, 1.05) * (0.8 if night else 1.0))
     horizon = float(rng.uniform(0.42, 0.58))
 
-    hor_c = _paint_sky(canvas, rng, horizon, mood, light)
-    _paint_clouds(canvas, rng, horizon, mood, light)
+    hor_c = paint_sky(canvas, rng, horizon, mood, light)
+    paint_clouds(canvas, rng, horizon, mood, light)
     has_mountain = name == "lakeside" or rng.random() < 0.25
     if has_mountain:
-        _paint_mountains(canvas, rng, horizon, light)
-    _paint_grass(canvas, rng, horizon, light)
+        paint_mountains(canvas, rng, horizon, light)
+    paint_grass(canvas, rng, horizon, light)
 
     # water
     if name == "lakeside" or (name == "park" and rng.random() < 0.2):
-        wy1 = _paint_water(canvas, rng, horizon, hor_c, light, lake=name == "lakeside")
+        wy1 = paint_water(canvas, rng, horizon, hor_c, light, lake=name == "lakeside")
     else:
         wy1 = horizon
 
@@ -499,7 +256,7 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
         top_w = 0.02 if name != "park" else 0.04
         rwin = canvas.window(0, y_start, 1, 1)
         if rwin:
-            road_c = _jitter(rng, (0.5, 0.48, 0.45) if name != "park" else (0.7, 0.62, 0.45), 0.05)
+            road_c = jitter(rng, (0.5, 0.48, 0.45) if name != "park" else (0.7, 0.62, 0.45), 0.05)
             cov = canvas.polygon_cov(rwin, [(vx - top_w, y_start), (vx + top_w, y_start),
                                             (bx + bottom_w / 2, 1.02), (bx - bottom_w / 2, 1.02)])
             canvas.paint(rwin, cov, road_c * light, L["road"])
@@ -538,12 +295,12 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
             if name == "village":
                 key_groups.add(index)
         elif kind == "tree":
-            _draw_tree(canvas, rng, params["cx"], base_y, float(rng.uniform(0.2, 0.38)) * perspective, index, light,
+            draw_tree(canvas, rng, params["cx"], base_y, float(rng.uniform(0.2, 0.38)) * perspective, index, light,
                        autumn=rng.random() < 0.15)
             if name == "park":
                 key_groups.add(index)
         else:
-            _draw_lamp(canvas, rng, params["cx"], base_y, float(rng.uniform(0.2, 0.3)) * perspective, index, light, night)
+            draw_lamp(canvas, rng, params["cx"], base_y, float(rng.uniform(0.2, 0.3)) * perspective, index, light, night)
             if name == "park":
                 key_groups.add(index)
 
@@ -553,7 +310,7 @@ def _render_once(rng: np.random.Generator, size: int) -> tuple[_Canvas, str, int
 _BOX_IDS = {label_id(n) for n in BOX_LABELS}
 
 
-def _boxes(canvas: _Canvas, key_groups: set[int], scene_name: str) -> list[tuple[int, int, int, int, int, bool]]:
+def _boxes(canvas: Canvas, key_groups: set[int], scene_name: str) -> list[tuple[int, int, int, int, int, bool]]:
     """Visible-pixel boxes per object instance, plus one key box per scene-defining group."""
     boxes: list[tuple[int, int, int, int, int, bool]] = []
     group_extent: dict[int, list[int]] = {}

@@ -20,6 +20,7 @@ from dissect_core.cam import METHODS, make_method, overlay
 from models.imaging import to_png_bytes
 from server.api.deps import ClassifierDep, StateDep, require_token
 from server.api.errors import ApiError, responses
+from server.services import classifier_id
 
 router = APIRouter(prefix="/api", tags=["cam"], dependencies=[Depends(require_token)])
 MAX_PIXELS = 4096 * 4096
@@ -37,7 +38,7 @@ def classifier_info(state: StateDep,
             convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
             if convs:
                 layers.append({"name": name, "units": convs[-1].out_channels})
-    return {"id": state.settings.classifier, "classes": list(getattr(classifier, "class_names", [])),
+    return {"id": classifier_id(state), "classes": list(getattr(classifier, "class_names", [])),
             "layers": layers, "cam_layer": getattr(classifier, "target_layer", None)}
 
 

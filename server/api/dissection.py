@@ -81,6 +81,10 @@ async def unit_strip(model_id: ModelId, layer: Layer, unit: Unit, state: StateDe
     table = _table(state, model, layer)
     _unit(table, unit)
     ids = [int(i) for i in table.top_images[unit][:count]]
+    key = (model.sha256, layer, unit, count, float(table.level[unit]))
+    cached = state.strips.get(key)
+    if cached is not None:
+        return Response(cached, media_type="image/png", headers={"Cache-Control": "max-age=3600", "X-Cache": "hit"})
 
     def work() -> bytes:
         images, acts = render_with_activations(model.generator, layer, ids, table.config.seed)
@@ -89,7 +93,9 @@ async def unit_strip(model_id: ModelId, layer: Layer, unit: Unit, state: StateDe
         Image.fromarray(strip).save(buffer, format="PNG")
         return buffer.getvalue()
 
-    return Response(await _on_executor(state, work), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    data = await _on_executor(state, work)
+    state.strips.put(key, data)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600", "X-Cache": "miss"})
 
 
 @router.get("/brushes", summary="Concept brushes: ranked units (causal where measured) and insertion levels",
