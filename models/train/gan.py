@@ -283,7 +283,8 @@ _GREY = (0.299, 0.587, 0.114)
 
 def log_spectrum(images: torch.Tensor) -> torch.Tensor:
     """(H, W) log of the batch-mean power spectrum of (N, 3, H, W) images' grey levels (DC removed)."""
-    grey = sum(images[:, c].float() * w for c, w in enumerate(_GREY))
+    weights = torch.tensor(_GREY, device=images.device)
+    grey = torch.einsum("nchw,c->nhw", images.float(), weights)
     grey = grey - grey.mean(dim=(1, 2), keepdim=True)
     power = torch.fft.fft2(grey).abs().square().mean(0) / (grey.shape[-1] * grey.shape[-2])
     return torch.log(power + 1e-6)
