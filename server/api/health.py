@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from server.api.deps import StateDep, has_token, require_token
+from server.api.views import Liveness
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/livez", summary="The process is up")
-def livez() -> dict[str, str]:
-    return {"status": "ok"}
+def livez() -> Liveness:
+    return Liveness(status="ok")
 
 
 @router.get("/readyz", summary="Ready to paint: model loaded, executor running, queue not full; tables progress",

@@ -20,6 +20,7 @@ from dissect_core.gandissect import DissectConfig
 from dissect_core.nethook import private_copy
 from server.api.deps import ClassifierDep, StateDep, require_token
 from server.api.errors import ApiError, responses
+from server.api.views import JobView
 from server.auth import accept_websocket
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
@@ -178,15 +179,15 @@ def _job(state: Any, job_id: str) -> Job:
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, progress and result", responses=responses(404))
-def job_status(job_id: JobId, state: StateDep) -> dict[str, Any]:
-    return _job(state, job_id).describe()
+def job_status(job_id: JobId, state: StateDep) -> JobView:
+    return JobView(**_job(state, job_id).describe())
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a job", responses=responses(404))
-def cancel_job(job_id: JobId, state: StateDep) -> dict[str, Any]:
+def cancel_job(job_id: JobId, state: StateDep) -> JobView:
     if state.jobs.cancel(job_id) is None:
         raise ApiError(404, "unknown_job", f"no job {job_id}")
-    return _job(state, job_id).describe()
+    return JobView(**_job(state, job_id).describe())
 
 
 @router.get("/jobs/{job_id}/files/{name}", summary="A result file of a finished job",

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from models.samples import MAX_SAMPLE_ID
 from server.api.deps import ModelDep, StateDep, load_model, require_token
 from server.api.errors import responses
+from server.api.views import ModelView, SamplePage
 from server.catalog import LoadedModel
 from server.schemas import ID_PATTERN, Recipe
 
@@ -39,20 +40,20 @@ def list_models(state: StateDep) -> list[dict[str, Any]]:
 
 @router.get("/models/{model_id}", summary="One model: resolution, z size, layers and their shapes",
             responses=responses(404))
-def describe_model(model_id: ModelId, model: ModelDep) -> dict[str, Any]:
-    return model.describe()
+def describe_model(model_id: ModelId, model: ModelDep) -> ModelView:
+    return ModelView(**model.describe())
 
 
 @router.get("/models/{model_id}/samples", summary="A page of sample ids (in order, or random with a seed)",
             responses=responses(404))
 def sample_page(model_id: ModelId, model: ModelDep, offset: Annotated[int, Query(ge=0, le=MAX_SAMPLE_ID)] = 0,
                 limit: Annotated[int, Query(ge=1, le=256)] = 16, random: bool = False,
-                seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> dict[str, Any]:
+                seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> SamplePage:
     if random:
         ids = np.random.default_rng(seed).choice(MAX_SAMPLE_ID + 1, size=limit, replace=False).tolist()
     else:
         ids = list(range(offset, min(offset + limit, MAX_SAMPLE_ID + 1)))
-    return {"model": model.id, "ids": ids, "max_id": MAX_SAMPLE_ID}
+    return SamplePage(model=model.id, ids=ids, max_id=MAX_SAMPLE_ID)
 
 
 @router.get("/models/{model_id}/samples/{sample_id}.png", summary="The unedited image of a sample",
