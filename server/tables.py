@@ -42,8 +42,8 @@ def start_table_build(state: Any, model: LoadedModel, layer: str, config: Dissec
         raise ApiError(404, "unknown_layer", f"model {model.id!r} has no editable layer {layer!r}")
     setting = state.settings.table_builds
     if not may_build(setting, model, layer):
-        raise ApiError(403, "builds_disabled", f"this server builds tables only for "
-                       f"{'no layer' if setting == 'none' else 'each model' + chr(39) + 's edit layer'}; "
+        allowed = "no layer" if setting == "none" else f"each model's edit layer ({model.edit_layer} here)"
+        raise ApiError(403, "builds_disabled", f"this server builds tables for {allowed}; "
                        "the operator sets GANPAINT_TABLE_BUILDS=editable to allow any layer")
     catalog = state.catalog
     if catalog.segmenter() is None:
