@@ -91,7 +91,8 @@ async def accept_websocket(websocket: WebSocket, subprotocol: str | None = None)
     A refusal accepts and then closes with 1008 and a reason that says what to change: refused at the
     handshake instead, a browser sees only "HTTP 403" as a close code 1006 and cannot tell a wrong
     host name from a network failure. Nothing is read or sent before the close."""
-    settings = websocket.app.state.ganpaint.settings
+    app = websocket.app.state.ganpaint  # (server.state imports this module: no import of it here)
+    settings = app.settings
     offered = websocket.scope.get("subprotocols") or []
     origin = websocket.headers.get("origin")
     reason = None
@@ -99,7 +100,7 @@ async def accept_websocket(websocket: WebSocket, subprotocol: str | None = None)
         reason = f"origin {(origin or '')[:60]} not allowed; add it to GANPAINT_ALLOWED_ORIGINS"
     else:
         token = session_token(settings)
-        if not token_supplied(token, websocket.headers, websocket.cookies, offered, websocket.app.state.ganpaint.sessions):
+        if not token_supplied(token, websocket.headers, websocket.cookies, offered, app.sessions):
             reason = "token required: sign in at /login"
     await websocket.accept(subprotocol=subprotocol if subprotocol in offered else None)
     if reason is not None:

@@ -31,6 +31,7 @@ from server.catalog import Catalog, LoadedModel
 from server.errors import ServiceError, TablesBuilding
 from server.metrics import Metrics
 from server.schemas import Recipe
+from server.tables import editable
 
 __all__ = ["Painting", "PaintJob", "encode_image"]
 
@@ -78,7 +79,7 @@ class Painting:
     def strokes(self, model: LoadedModel, layer: str, recipe: Recipe) -> list[Stroke]:
         """Recipe strokes -> intervention strokes (``brush_edit`` for brushes, q99 levels for units)."""
         generator = model.generator
-        if layer not in generator.layer_names or layer.startswith("output"):
+        if not editable(model, layer):
             raise ServiceError(f"model {model.id!r} has no editable layer {layer!r}", "unknown_layer", 422)
         if recipe.z is not None and len(recipe.z) != generator.z_dim:
             raise ServiceError(f"z must have {generator.z_dim} values for model {model.id!r}", "bad_z", 422)

@@ -15,10 +15,9 @@ from server.auth import session_token, token_supplied
 from server.catalog import LoadedModel
 from server.state import AppState, app_state
 
-__all__ = ["get_state", "StateDep", "ModelDep", "ClassifierDep", "has_token", "require_token", "get_model", "load_model", "get_classifier", "check_layer"]
+__all__ = ["StateDep", "ModelDep", "ClassifierDep", "has_token", "require_token", "get_model", "load_model", "get_classifier", "check_layer"]
 
 
-get_state = app_state
 StateDep = Annotated[AppState, Depends(app_state)]
 
 

@@ -25,6 +25,7 @@ from server.auth import accept_websocket
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
 from server.services import ensure_world_probe, featviz_images, world_images, write_netdissect_outputs
+from server.state import app_state
 from server.tables import start_table_build
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(require_token)])
@@ -203,7 +204,7 @@ def job_file(job_id: JobId, name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-
 
 @ws_router.websocket("/ws/jobs/{job_id}")
 async def job_updates(websocket: WebSocket, job_id: str) -> None:
-    state = websocket.app.state.ganpaint
+    state = app_state(websocket)
     if not await accept_websocket(websocket):
         return
     job = state.jobs.get(job_id) if len(job_id) == 20 else None

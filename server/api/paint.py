@@ -26,6 +26,7 @@ from server.auth import accept_websocket
 from server.errors import ServiceError, Superseded
 from server.ratelimit import TokenBucket
 from server.schemas import EditMessage, ErrorMessage, ImageHeader
+from server.state import app_state
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ SUBPROTOCOL = "ganpaint.v1"
 
 @router.websocket("/ws/paint")
 async def paint(websocket: WebSocket) -> None:
-    state = websocket.app.state.ganpaint
+    state = app_state(websocket)
     settings = state.settings
     if not await accept_websocket(websocket, SUBPROTOCOL):
         return
