@@ -13,7 +13,9 @@ own brush rule (``dissect_core.intervene.brush_edit``) at the given strength:
   ``half_or_more`` (share of windows at least half the concept), and ``outside_change`` (mean
   absolute pixel change outside the window and its one-cell border, 0..255);
 - removal: the concept removed over the whole image: share of its pixels that disappear, on the
-  samples where it covers at least ``--min-pixels`` pixels.
+  samples where it covers at least ``--min-pixels`` pixels, pooled over samples
+  (``removed_share``) and per sample (``per_sample_mean`` / ``_median``, on the samples where it
+  covers at least ``--per-sample-cover`` of the image: a mean that large objects cannot dominate).
 
 ``targets`` checks the issue's acceptance numbers. Prints one JSON document.
 """
@@ -28,7 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dissect_core.efficacy import CONTEXTS, PaintResult, Window, brush_stroke, paint_share, painting_contexts, removal_share
+from dissect_core.efficacy import (
+    CONTEXTS,
+    PaintResult,
+    Window,
+    brush_stroke,
+    paint_share,
+    painting_contexts,
+    placed_masks,
+    removal_share,
+)
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
 from models.samples import z_tensor
@@ -47,8 +58,12 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=50000)
     parser.add_argument("--strength", type=float, default=0.5)
     parser.add_argument("--min-pixels", type=int, default=8)
+    parser.add_argument("--per-sample-cover", type=float, default=0.003,
+                        help="per-sample removal counts samples where the concept covers at least this share")
     parser.add_argument("--concepts", nargs="*", default=list(BRUSHES))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--placement", choices=["on", "off"], default="on",
+                        help="place dome strokes as the painter does (dissect_core.placement)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,6 +86,7 @@ def main() -> None:
             images.append(out)
             labels.append(segmenter(out))
     x_all, img_all, lab_all = torch.cat(xs), torch.cat(images), torch.cat(labels)
+    objects_all = lab_all[:, 0].cpu().numpy()
     rng = np.random.default_rng(0)
 
     report: dict[str, dict] = {}
@@ -95,7 +111,8 @@ def main() -> None:
         by_context: dict[str, list[PaintResult]] = {c: [] for c in CONTEXTS}
         for b in range(0, len(windows), 32):
             chunk = windows[b:b + 32]
-            results = paint_share(generator, layer, x_all, img_all, chunk, stroke_for, segment, number)
+            masks = placed_masks(name, chunk, objects_all, grid, img_all.shape[-1]) if args.placement == "on" else None
+            results = paint_share(generator, layer, x_all, img_all, chunk, stroke_for, segment, number, masks)
             for w, r in zip(chunk, results):
                 by_context[w.context].append(r)
         entry["contexts"] = {
@@ -109,19 +126,28 @@ def main() -> None:
         remove = brush_stroke(table, name, "remove", args.strength)(torch.ones(grid, grid))
         present = [i for i in range(len(ids)) if int((lab_all[i, channel] == number).sum()) >= args.min_pixels]
         if present:
-            before, removed = 0, 0
+            before, removed = [], []
             for b in range(0, len(present), 32):
                 rows = present[b:b + 32]
                 nb, nr = removal_share(generator, layer, x_all[rows], lab_all[rows, channel], remove, segment, number)
-                before, removed = before + nb, removed + nr
-            entry["removal"] = {"samples": len(present), "removed_share": round(removed / max(before, 1), 4)}
+                before.append(nb)
+                removed.append(nr)
+            n_before, n_removed = np.concatenate(before), np.concatenate(removed)
+            pixels = lab_all.shape[-1] * lab_all.shape[-2]
+            big = n_before >= args.per_sample_cover * pixels
+            entry["removal"] = {
+                "samples": len(present), "removed_share": round(int(n_removed.sum()) / max(int(n_before.sum()), 1), 4),
+                "per_sample_samples": int(big.sum()),
+                "per_sample_mean": round(float(np.mean(n_removed[big] / n_before[big])), 4) if big.any() else None,
+                "per_sample_median": round(float(np.median(n_removed[big] / n_before[big])), 4) if big.any() else None,
+            }
         report[name] = entry
 
     def share(concept: str, context: str) -> float | None:
         return report.get(concept, {}).get("contexts", {}).get(context, {}).get("mean_share")
 
-    def removed(concept: str) -> float | None:
-        return report.get(concept, {}).get("removal", {}).get("removed_share")
+    def removed(concept: str, key: str = "removed_share") -> float | None:
+        return report.get(concept, {}).get("removal", {}).get(key)
 
     changes = [c["outside_change"] for e in report.values() for c in e.get("contexts", {}).values()]
     checks = {
@@ -130,6 +156,8 @@ def main() -> None:
         "door_on_wall>=0.20": (share("door", "wall"), lambda v: v >= 0.20),
         "lamps_removed>=0.70": (removed("lamp"), lambda v: v >= 0.70),
         "trees_removed>=0.50": (removed("tree"), lambda v: v >= 0.50),
+        "trees_removed_per_sample>=0.50": (removed("tree", "per_sample_mean"), lambda v: v >= 0.50),
+        "lamps_removed_per_sample>=0.80": (removed("lamp", "per_sample_mean"), lambda v: v >= 0.80),
         "max_outside_change<=1": (max(changes) if changes else None, lambda v: v <= 1.0),
     }
     targets = {k: {"value": v, "met": bool(v is not None and ok(v))} for k, (v, ok) in checks.items()}
@@ -141,7 +169,7 @@ def main() -> None:
         tree_ground is not None and tree_sky is not None and tree_sky <= tree_ground)}
     print(json.dumps({
         "benchmark": "paint_efficacy", "model": args.model, "table": str(table_dir), "layer": layer,
-        "units": table.units, "samples": args.samples, "first_id": args.first, "strength": args.strength,
+        "units": table.units, "samples": args.samples, "placement": args.placement, "first_id": args.first, "strength": args.strength,
         "region": "2x2 cells", "seconds": round(time.perf_counter() - start, 1), "targets": targets,
         "concepts": report,
     }, indent=2))

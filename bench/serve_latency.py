@@ -11,9 +11,12 @@ bounded in time. Prints one JSON document: p50/p95/p99 round trip, edits/s and e
 
 ``--model`` is a zoo id or a generator checkpoint (e.g. a released-format 256 px file): that is served
 from an operator models directory, without a segmenter, so paint it with ``--units N`` (units 0..N-1).
-``--stroke grow`` (default) drags a square that grows each edit; ``--stroke dab`` adds a 2x2-cell dab
-of the edit layer per edit at the next of 16 places (a new stroke after the 16th), the case incremental
-rendering is for. ``--compare-full`` also serves with ``GANPAINT_INCREMENTAL=false`` in the same run.
+``--stroke dab`` (default, the headline) adds a 2x2-cell dab of the edit layer per edit at the next
+of 16 places (a new stroke after the 16th): every edit changes cells, the case incremental rendering
+is for. ``--stroke grow`` drags a square that grows 3 px each edit (the drag case): most of its
+edits leave the mask pooled to the 8x8 edit layer unchanged and cost the server almost nothing, so
+the report gives ``unchanged_pooled_mask_share``, the share of a painter's edits whose pooled mask
+equals the previous edit's. ``--compare-full`` also serves with ``GANPAINT_INCREMENTAL=false`` in the same run.
 """
 
 from __future__ import annotations
@@ -141,6 +144,18 @@ async def http_painter(url: str, model: str, size: int, painter: int, stop: floa
             seq += 1
 
 
+def unchanged_pooled_mask_share(size: int, stroke: str, edits: int = 200, grid: int = 8) -> float:
+    """Share of one painter's first ``edits`` edits whose mask, max-pooled to the ``grid`` x ``grid``
+    edit layer as the painter pools it, equals the previous edit's (an edit that changes nothing)."""
+    def pooled(step: int) -> np.ndarray:
+        mask = MaskSpec.model_validate(recipe("m", size, 0, step, "tree", stroke)["strokes"][0]["mask"]).to_tensor().numpy() > 0
+        cell = size // grid
+        return mask.reshape(grid, cell, grid, cell).any(axis=(1, 3))
+
+    same = [bool((pooled(i) == pooled(i - 1)).all()) for i in range(1, edits)]
+    return round(float(np.mean(same)), 4)
+
+
 def summarize(latencies: list[float], errors: list[str], seconds: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
     pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2) if ms else None
@@ -156,7 +171,7 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_GENERATOR, help="zoo id or generator checkpoint file")
     parser.add_argument("--brush", default="tree")
     parser.add_argument("--units", type=int, default=0, help="paint units 0..N-1 instead of a brush")
-    parser.add_argument("--stroke", choices=["grow", "dab"], default="grow")
+    parser.add_argument("--stroke", choices=["grow", "dab"], default="dab")
     parser.add_argument("--compare-full", action="store_true",
                         help="also serve with incremental rendering off (same run)")
     parser.add_argument("--zoo-dir", type=Path)
@@ -222,6 +237,7 @@ def main() -> None:
         report = {"benchmark": "serve_latency", "model": args.model, "image_size": size,
                   "seconds_per_setting": args.seconds, "threads": args.threads, "precision": args.precision,
                   "stroke": args.stroke, "paint": f"units 0..{args.units - 1}" if args.units else args.brush,
+                  "unchanged_pooled_mask_share": unchanged_pooled_mask_share(size, args.stroke),
                   "results": results, "throughput_ratio_vs_baseline": speedup}
         if args.compare_full:
             report["incremental_p50_vs_full_suffix"] = {

@@ -27,9 +27,10 @@ from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps
 if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
     from models.proggan import ProgressiveGenerator
 
-__all__ = ["CONTEXTS", "Window", "painting_contexts", "paint_share", "removal_share", "brush_stroke"]
+__all__ = ["CONTEXTS", "Window", "painting_contexts", "paint_share", "painted_images", "placed_masks", "window_mask", "removal_share",
+           "brush_stroke"]
 
-CONTEXTS = ("ground", "sky", "building_top", "wall")
+CONTEXTS = ("ground", "sky", "building_top", "wall", "wall_foot")
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,17 @@ def painting_contexts(objects: np.ndarray, grid: int, concept: int, names: dict[
                 out["building_top"].append((y, x))  # the window's bottom row is sky, the row below it wall
             if building[win].min() >= 0.6:
                 out["wall"].append((y, x))
+            top, bottom = building[y, x:x + size], y + size - 1
+            if top.min() >= 0.6 and (
+                    (bottom > y and ground[bottom, x:x + size].min() >= 0.15)
+                    or (bottom + 1 < grid and building[bottom, x:x + size].min() >= 0.5
+                        and ground[bottom + 1, x:x + size].min() >= 0.5)):
+                out["wall_foot"].append((y, x))  # a wall whose foot is in the window or just below it
     return out
 
 
-def _window_mask(window: Window, size: int, grid: int, border: int = 0) -> torch.Tensor:
+def window_mask(window: Window, size: int, grid: int, border: int = 0) -> torch.Tensor:
+    """(size, size) float mask of a window's cells (and ``border`` cells around them)."""
     cell = size // grid
     mask = torch.zeros(size, size)
     y0, x0 = max(window.y - border, 0) * cell, max(window.x - border, 0) * cell
@@ -94,28 +102,59 @@ class PaintResult(NamedTuple):
 
 
 @torch.no_grad()
+def painted_images(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, windows: Sequence[Window],
+                   stroke_for: Callable[[torch.Tensor], Stroke], size: int,
+                   masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """The images after painting each window with its stroke, in [-1, 1], exactly as the painter
+    renders them (``edit_maps`` -> ``apply_edit`` -> the layers after ``layer``). ``masks``, when
+    given, are the (size, size) masks actually painted (a placed brush's footprints), one per window."""
+    channels, grid, _ = x.shape[1:]
+    edited = []
+    for i, w in enumerate(windows):
+        mask = masks[i] if masks is not None else window_mask(w, size, grid)
+        a, b = edit_maps([stroke_for(mask)], (channels, grid, grid), x.device)
+        edited.append(apply_edit(x[w.image], a, b))
+    return generator.forward_from(layer, torch.stack(edited)).clamp(-1, 1)
+
+
+def placed_masks(concept: str, windows: Sequence[Window], labels: np.ndarray, grid: int, size: int) -> list[torch.Tensor] | None:
+    """The (size, size) masks the painter paints for ``windows`` of a placed brush
+    (``dissect_core.placement``; ``labels[i]`` is image i's unedited object label map), or ``None``
+    for a concept that is not placed."""
+    from dissect_core.placement import PLACED, footprint, scene_cells
+
+    if concept not in PLACED:
+        return None
+    out = []
+    for w in windows:
+        under = window_mask(w, grid, grid).numpy() > 0
+        placed = footprint(concept, under, scene_cells(labels[w.image], grid))
+        out.append(torch.from_numpy(np.kron(placed, np.ones((size // grid, size // grid)))).float())
+    return out
+
+
+@torch.no_grad()
 def paint_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, images: torch.Tensor,
                 windows: Sequence[Window], stroke_for: Callable[[torch.Tensor], Stroke],
-                segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> list[PaintResult]:
+                segment: Callable[[torch.Tensor], torch.Tensor], concept: int,
+                masks: Sequence[torch.Tensor] | None = None) -> list[PaintResult]:
     """For each window: the share of its pixels labelled ``concept`` after painting, and the mean and
     the largest absolute pixel change outside it and its one-cell border (0..255). ``x`` are the unedited layer activations of the
-    images, ``images`` the unedited outputs in [-1, 1]; ``stroke_for(mask)`` builds the stroke."""
+    images, ``images`` the unedited outputs in [-1, 1]; ``stroke_for(mask)`` builds the stroke; ``masks``
+    (optional) are what is painted instead of each window (a placed brush's footprint): the share
+    and the outside change are still taken over the window the user painted."""
     if not windows:
         return []
-    channels, grid, _ = x.shape[1:]
+    grid = x.shape[-1]
     size = images.shape[-1]
-    edited = []
-    for w in windows:
-        a, b = edit_maps([stroke_for(_window_mask(w, size, grid))], (channels, grid, grid), x.device)
-        edited.append(apply_edit(x[w.image], a, b))
-    out_images = generator.forward_from(layer, torch.stack(edited)).clamp(-1, 1)
+    out_images = painted_images(generator, layer, x, windows, stroke_for, size, masks)
     labels = segment(out_images)
     label_size = labels.shape[-1]
     results = []
     for row, w in enumerate(windows):
-        inside = F.interpolate(_window_mask(w, size, grid)[None, None], size=label_size, mode="nearest")[0, 0] > 0
+        inside = F.interpolate(window_mask(w, size, grid)[None, None], size=label_size, mode="nearest")[0, 0] > 0
         share = float((labels[row][inside] == concept).float().mean())
-        keep = _window_mask(w, size, grid, border=1) == 0
+        keep = window_mask(w, size, grid, border=1) == 0
         change = (out_images[row] - images[w.image]).abs().mean(0)[keep.to(out_images.device)]
         if change.numel():
             results.append(PaintResult(share, float(change.mean()) * 127.5, float(change.max()) * 127.5))
@@ -126,15 +165,17 @@ def paint_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, im
 
 @torch.no_grad()
 def removal_share(generator: ProgressiveGenerator, layer: str, x: torch.Tensor, before: torch.Tensor,
-                  stroke: Stroke, segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> tuple[int, int]:
-    """(concept pixels before, concept pixels removed) when ``stroke`` is applied to every image.
-    ``before`` are the label maps of the unedited images."""
+                  stroke: Stroke, segment: Callable[[torch.Tensor], torch.Tensor], concept: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, (concept pixels before, concept pixels removed) when ``stroke`` is applied to every
+    image. ``before`` are the label maps of the unedited images. Pooled over images these give the
+    share of all concept pixels removed; per image, how much of each image's objects went away."""
     channels, grid, _ = x.shape[1:]
     a, b = edit_maps([stroke], (channels, grid, grid), x.device)
     after = segment(generator.forward_from(layer, apply_edit(x, a, b)).clamp(-1, 1))
-    n_before = int((before == concept).sum())
-    n_after = int(((after == concept) & (before == concept)).sum())
-    return n_before, n_before - n_after
+    had = before == concept
+    n_before = had.flatten(1).sum(1)
+    n_after = ((after == concept) & had).flatten(1).sum(1)
+    return n_before.cpu().numpy(), (n_before - n_after).cpu().numpy()
 
 
 def brush_stroke(table, concept: str, action: str, strength: float) -> Callable[[torch.Tensor], Stroke]:

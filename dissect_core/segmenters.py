@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
+    from models.judge import JudgeSegmenter
     from models.segmenter import WorldSegmenter
 
 __all__ = ["Segmenter", "WorldSegmenterAdapter", "load_segmenter", "category_index"]
@@ -45,15 +46,14 @@ class WorldSegmenterAdapter:
 
     categories = ("object", "material", "color")
 
-    def __init__(self, model: WorldSegmenter, identity: str = "world64/segmenter") -> None:
+    def __init__(self, model: WorldSegmenter | JudgeSegmenter, identity: str = "world64/segmenter") -> None:
         from models.world.labels import LABELS
 
         self.model = model
         self.identity = identity
+        self.input_size = int(getattr(model, "input_size", 64))
         self.labels = [(label.name, label.category) for label in LABELS if label.category != "scene"]
         self.labels[0] = ("-", "")
-
-    input_size = 64
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Label maps at the segmenter's own resolution; smaller images (early training snapshots)

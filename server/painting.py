@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
-from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_edit, unit_values
+from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_edit, pool_mask, unit_values
 from dissect_core.nethook import private_copy
+from dissect_core.placement import PLACED, SCENE_GROUPS, footprint, scene_cells
 from models import incremental
 from models.imaging import to_uint8
 from models.proggan import ProgressiveGenerator
@@ -104,6 +106,8 @@ class Painting:
                     edit = brush_edit(table, spec.brush, spec.action, spec.strength)
                 except KeyError:
                     raise ServiceError(f"unknown brush {spec.brush!r}", "unknown_brush", 422) from None
+                if spec.place and spec.action == "add" and spec.brush in PLACED:
+                    mask = self._placed(model, layer, recipe, spec.brush, mask)
                 strokes.append(edit.stroke(spec.action, mask, spec.mask.soft))
                 continue
             bad = [u for u in spec.units or [] if u >= channels]
@@ -115,6 +119,40 @@ class Painting:
             values = unit_values(units, levels, spec.strength) if spec.action == "add" else ()
             strokes.append(Stroke(units, values, spec.action, mask, spec.mask.soft))
         return strokes
+
+    def _placed(self, model: LoadedModel, layer: str, recipe: Recipe, concept: str, mask: torch.Tensor) -> torch.Tensor:
+        """The mask of a placed brush stroke (``dissect_core.placement``): the footprint where the GAN
+        draws ``concept`` in what the mask covers, judged on the unedited image; the mask itself
+        where there is no such place or the server has no segmenter."""
+        cells = self._scene_cells(model, layer, recipe)
+        if cells is None:
+            return mask
+        grid = model.generator.layer_shape(layer)[1:]
+        painted = pool_mask(mask, grid).numpy() > 0
+        placed = footprint(concept, painted, cells)
+        if (placed == painted).all():
+            return mask
+        return F.interpolate(torch.from_numpy(placed).float()[None, None], size=tuple(mask.shape), mode="nearest")[0, 0]
+
+    def _scene_cells(self, model: LoadedModel, layer: str, recipe: Recipe) -> dict[str, np.ndarray] | None:
+        """Per-cell shares of sky and building in the unedited image (cached per sample)."""
+        segmenter = self.catalog.segmenter()
+        if segmenter is None:
+            return None
+        key = (model.id, f"scene-cells:{layer}", recipe.sample) if recipe.sample is not None else None
+        cached = self.cache.get(key) if key is not None else None
+        if cached is None:
+            job = PaintJob(model, recipe.model_copy(update={"strokes": []}), None)
+            with torch.inference_mode():
+                features = self._features(model, layer, [job])
+                image = model.generator.forward_from(layer, features).clamp(-1, 1)
+                labels = segmenter(image)[0, 0].cpu().numpy()
+            grid = model.generator.layer_shape(layer)[1]
+            cells = scene_cells(labels, grid, segmenter.labels)
+            cached = torch.from_numpy(np.stack([cells[k] for k in SCENE_GROUPS]))
+            if key is not None:
+                self.cache.put(key, cached)
+        return {k: cached[i].numpy() for i, k in enumerate(SCENE_GROUPS)}
 
     # --- strokes -> images ------------------------------------------------------------------------
     def render(self, layer: str, jobs: Sequence[PaintJob], strokes: Sequence[Sequence[Stroke]]) -> np.ndarray:

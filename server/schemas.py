@@ -83,6 +83,9 @@ class StrokeSpec(Strict):
     action: Literal["add", "remove", "erase"] = "add"
     strength: float = Field(0.5, ge=0.0, le=1.0)
     mask: MaskSpec
+    place: bool = True
+    """Place an object brush where the GAN draws that object inside the mask (a dome: two cells wide,
+    on the roof below the painted sky; see dissect_core.placement); false paints the mask as drawn."""
 
     @model_validator(mode="after")
     def _one_source(self) -> StrokeSpec:

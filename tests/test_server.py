@@ -536,3 +536,29 @@ def test_classifier_description(client: TestClient) -> None:
     assert {layer["name"] for layer in body["layers"]} >= {"features.block3", "features.block4"}
     assert all(layer["units"] > 0 for layer in body["layers"])
 
+
+
+def test_a_placed_brush_renders_exactly_its_footprint(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server paints a placed brush's footprint (found on the unedited sample by the real
+    segmenter path), not the mask as drawn; ``place: false`` paints the mask as drawn."""
+    import server.painting as painting
+
+    seen: list[set] = []
+
+    def one_cell(concept: str, painted: np.ndarray, cells: dict) -> np.ndarray:
+        seen.append(set(cells))
+        out = np.zeros_like(painted)
+        out[2, 1] = True
+        return out
+
+    monkeypatch.setattr(painting, "PLACED", ("tree",))
+    monkeypatch.setattr(painting, "footprint", one_cell)
+    cell = np.zeros((16, 16), bool)
+    cell[4:6, 2:4] = True  # cell (2, 1) of the 8x8 edit layer
+    stroke = {"brush": "tree", "action": "add", "strength": 1.0, "mask": left_half_mask()}
+    placed = client.post("/api/render", json=recipe([stroke]))
+    by_hand = client.post("/api/render", json=recipe([{**stroke, "mask": MaskSpec.from_array(cell).model_dump(), "place": False}]))
+    as_drawn = client.post("/api/render", json=recipe([{**stroke, "place": False}]))
+    assert placed.status_code == by_hand.status_code == as_drawn.status_code == 200
+    assert placed.content == by_hand.content and placed.content != as_drawn.content
+    assert seen and seen[0] == {"sky", "building"}

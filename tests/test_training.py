@@ -91,6 +91,31 @@ def test_segmenter_and_classifier_learn(tmp_path: Path) -> None:
         assert losses[-1] < losses[0], f"{run} loss did not fall: {losses}"
 
 
+def test_the_judge_trains_on_its_own_split_and_exports_beside_the_segmenter(tmp_path: Path) -> None:
+    from dissect_core.segmenters import load_segmenter
+    from models.judge import JudgeSegmenter
+    from models.world import world_seed
+    from models.zoo import get_entry, load_model
+
+    config = SegmenterConfig(architecture="judge", split="judge", width=8, resolution=16, dataset_size=32, steps=40,
+                             batch_size=8, log_every=10, checkpoint_every=1000)
+    train_segmenter(config, tmp_path / "judge", resume=False, progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "judge" / "log.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+    zoo = tmp_path / "zoo"
+    assert main(["zoo", "export", "segmenter", "--run-dir", str(tmp_path / "judge"), "--name", "t", "--zoo-dir", str(zoo)]) == 0
+    entry = get_entry("t/judge", zoo)
+    assert entry.card["architecture"]["class"] == "models.judge.JudgeSegmenter" and "judge split" in entry.card["data"]["world"]
+    assert not (zoo / "t" / "segmenter.json").exists()  # the U-Net's card is not touched
+    judge = load_model("t/judge", zoo_dir=zoo)
+    assert isinstance(judge, JudgeSegmenter) and judge.input_size == 16
+    assert load_segmenter("t/judge", zoo_dir=zoo)(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 16, 16)
+    assert world_seed("judge", 0) not in {world_seed(s, i) for s in ("train", "heldout", "probe") for i in (0, 31)}
+    with pytest.raises(ValueError, match="architecture"):
+        train_segmenter(SegmenterConfig(architecture="vit", dataset_size=32, steps=1), tmp_path / "bad", resume=False,
+                        progress=False)
+
+
 def test_train_cli_rejects_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "gan", "--run-dir", str(tmp_path), "--set", "colour=3"]) == 2
     assert "unknown gan config keys ['colour']" in capsys.readouterr().err

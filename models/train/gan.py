@@ -38,7 +38,7 @@ from models.train.common import RunDir, TrainingCancelled, rng_state, seed_every
 from models.train.data import world_arrays
 
 __all__ = ["GanConfig", "GrowingGenerator", "Discriminator", "train_gan", "phases_for", "snapshot_state",
-           "widen_generator_state"]
+           "widen_generator_state", "nyquist_band", "log_spectrum"]
 
 
 @dataclass
@@ -82,6 +82,12 @@ class GanConfig:
     running mean of the real images' (grey levels, 2D). ProGAN's nearest-neighbour upsampling leaves
     period-2 stripes and checkerboards that a discriminator learns to ignore; this term sees them.
     0: off (the GAN loss alone)."""
+    nyquist_weight: float = 0.0
+    """Weight of a one-sided term on the Nyquist row and column of the log power spectrum: how far the
+    generated batch's power there exceeds the real images' running mean, averaged over the band plus
+    the same excess at the three pure period-2 components (1/2, 0), (0, 1/2), (1/2, 1/2): the stripes
+    and checkerboard of the grid texture that nearest-neighbour upsampling leaves. The whole-spectrum
+    term gives these 255 of 16384 bins almost no weight; this one gives them all of it. 0: off."""
     d_warmup_kimg: float = 0.0
     """Thousands of images a fresh discriminator trains alone before the generator moves (refinement
     runs, whose discriminator starts from nothing against a trained generator)."""
@@ -290,6 +296,14 @@ def log_spectrum(images: torch.Tensor) -> torch.Tensor:
     return torch.log(power + 1e-6)
 
 
+def nyquist_band(size: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(size, size) bool mask of the spectrum's Nyquist row and column (1/2 cycle per pixel)."""
+    band = torch.zeros(size, size, dtype=torch.bool, device=device)
+    band[size // 2, :] = True
+    band[:, size // 2] = True
+    return band
+
+
 def _downscale(real: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
     """Real images at the current resolution, blended with the coarser level during fade-in."""
     factor = real.shape[-1] // resolution
@@ -405,11 +419,20 @@ def train_gan(config: GanConfig, run_dir: Path, resume: bool = True, device: str
                     fake_logits_g = discriminator(fake_g, resolution, alpha).float()
                 loss_g = F.softplus(-fake_logits_g).mean()
                 spectral = torch.zeros((), device=device)
-                if config.spectral_weight > 0 and resolution == config.resolution:
+                if (config.spectral_weight > 0 or config.nyquist_weight > 0) and resolution == config.resolution:
                     with torch.no_grad():
                         real_spectrum.lerp_(log_spectrum(real.detach()), 0.01 if real_spectrum.any() else 1.0)
-                    spectral = (log_spectrum(fake_g) - real_spectrum).abs().mean()
-                    loss_g = loss_g + config.spectral_weight * spectral
+                    fake_spectrum = log_spectrum(fake_g)
+                    if config.spectral_weight > 0:
+                        spectral = (fake_spectrum - real_spectrum).abs().mean()
+                        loss_g = loss_g + config.spectral_weight * spectral
+                    if config.nyquist_weight > 0:
+                        over = F.relu(fake_spectrum - real_spectrum)
+                        half = resolution // 2
+                        points = (over[half, 0] + over[0, half] + over[half, half]) / 3
+                        excess = over[nyquist_band(resolution, device)].mean() + points
+                        spectral = spectral + excess
+                        loss_g = loss_g + config.nyquist_weight * excess
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()

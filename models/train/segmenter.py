@@ -13,7 +13,7 @@ from models.segmenter import WorldSegmenter, class_label_numbers
 from models.train.data import world_arrays
 from models.train.supervised import augment_images, train_supervised
 
-__all__ = ["SegmenterConfig", "train_segmenter", "to_class_index"]
+__all__ = ["SegmenterConfig", "train_segmenter", "to_class_index", "segmenter_model"]
 
 
 @dataclass
@@ -22,6 +22,11 @@ class SegmenterConfig:
     resolution: int = 64
     world: str = "classic"
     """The scene world trained on: ``classic`` (v1) or ``framed`` (v2)."""
+    architecture: str = "unet"
+    """``unet`` (``models.segmenter.WorldSegmenter``, the zoo segmenter) or ``judge``
+    (``models.judge.JudgeSegmenter``, the independent judge: train it on the ``judge`` split)."""
+    split: str = "train"
+    """The world split rendered for training (``judge``: seeds no other model sees)."""
     dataset_size: int = 30000
     steps: int = 4000
     batch_size: int = 32
@@ -48,9 +53,20 @@ def _class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
     return weights / weights.mean()
 
 
+def segmenter_model(config: SegmenterConfig) -> torch.nn.Module:
+    """The untrained network a config names."""
+    if config.architecture == "judge":
+        from models.judge import JudgeSegmenter
+
+        return JudgeSegmenter(config.width, config.resolution)
+    return WorldSegmenter(config.width)
+
+
 def train_segmenter(config: SegmenterConfig, run_dir: Path, resume: bool = True, device: str = "cpu",
                     progress: bool = True, max_seconds: float | None = None) -> Path:
-    data = world_arrays("train", config.dataset_size, config.resolution, progress=progress, world=config.world)
+    if config.architecture not in ("unet", "judge"):
+        raise ValueError(f"architecture {config.architecture!r}: use unet or judge")
+    data = world_arrays(config.split, config.dataset_size, config.resolution, progress=progress, world=config.world)
     objects = to_class_index(data["objects"], "object")
     materials = to_class_index(data["materials"], "material")
     w_obj = _class_weights(objects[:2000], int(objects.max().item()) + 1).to(device)
@@ -70,6 +86,6 @@ def train_segmenter(config: SegmenterConfig, run_dir: Path, resume: bool = True,
         l_mat = F.cross_entropy(outputs["material"].float(), mat, weight=w_mat)
         return l_obj + l_mat, {"loss_object": l_obj.item(), "loss_material": l_mat.item()}
 
-    return train_supervised(config=config, run_dir=run_dir, model=WorldSegmenter(config.width), data=data,
+    return train_supervised(config=config, run_dir=run_dir, model=segmenter_model(config), data=data,
                             make_batch=make_batch, loss_fn=loss_fn, resume=resume, device=device,
                             progress=progress, max_seconds=max_seconds, desc="train segmenter")

@@ -46,7 +46,7 @@ __all__ = ["Scene", "render_scene", "render_batch", "world_seed", "SPLIT_OFFSETS
 WORLD_VERSION = 2
 """Bumped whenever a change to the renderer changes any image or label (invalidates caches)."""
 
-SPLIT_OFFSETS = {"train": 0, "heldout": 1_000_000_000, "probe": 2_000_000_000}
+SPLIT_OFFSETS = {"train": 0, "heldout": 1_000_000_000, "probe": 2_000_000_000, "judge": 3_000_000_000}
 
 
 def world_seed(split: str, index: int) -> int:

@@ -124,9 +124,14 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
     arch = entry.card.get("architecture", {})
     model: torch.nn.Module
     if entry.kind == "segmenter":
-        from models.segmenter import WorldSegmenter
+        if arch.get("class") == "models.judge.JudgeSegmenter":
+            from models.judge import JudgeSegmenter
 
-        model = WorldSegmenter(width=int(arch.get("width", 32)))
+            model = JudgeSegmenter(width=int(arch.get("width", 48)), input_size=int(arch.get("input", 128)))
+        else:
+            from models.segmenter import WorldSegmenter
+
+            model = WorldSegmenter(width=int(arch.get("width", 32)))
     elif entry.kind == "classifier":
         from models.classifier import SceneClassifier
 

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(model_id, device, args.zoo_dir)
         world = model_world(model_id, args.zoo_dir)
         if args.what == "segmenter":
-            report = evaluate.segmenter_report(model, count, device=device, world=world, progress=True)
+            report = evaluate.segmenter_report(model, count, size=int(getattr(model, "input_size", 64)), device=device,
+                                               world=world, progress=True)
         elif args.what == "classifier":
             report = evaluate.classifier_report(model, count, device=device, world=world, progress=True)
         else:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     report["hardware"] = hardware_description()
     if args.write_card:
         entry = get_entry(model_id, args.zoo_dir)
-        card_path = entry.weights.parent / f"{entry.kind}.json"
+        card_path = entry.weights.with_suffix(".json")  # generator.json, segmenter.json, judge.json, ...
         card = read_card(card_path)
         card["metrics"] = report
         write_card(card_path, card)

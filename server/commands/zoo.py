@@ -22,6 +22,8 @@ _SUMMARY = {
     "segmenter": "U-Net labelling scene-world objects and materials per pixel (colour names are computed); "
                  "labels generated images for dissection and measures edits.",
     "classifier": "Scene classifier (conv -> global average pooling -> linear) for CAM and Network Dissection.",
+    "judge": "Independent judge: a dilated residual segmenter (not a U-Net) trained on the world's judge split; "
+             "only judges paint benches, never learns brushes or dissects.",
 }
 
 
@@ -108,21 +110,25 @@ def _export(args: argparse.Namespace) -> dict:
             raise CommandError(f"{source} is missing: the run has not finished")
         state = cast(dict[str, torch.Tensor], read_weights(source))  # safetensors: tensors only
         cls = "models.segmenter.WorldSegmenter" if kind == "segmenter" else "models.classifier.SceneClassifier"
+        component = kind
+        if kind == "segmenter" and config.get("architecture") == "judge":
+            cls, component = "models.judge.JudgeSegmenter", "judge"
         architecture = {"class": cls, "width": config["width"], "input": config["resolution"],
                         "parameters": sum(v.numel() for v in state.values() if v.is_floating_point())}
         if kind == "classifier":
             architecture["cam_target_layer"] = "features.block4"
-        file_name = f"{kind}.safetensors"
-        model_id = f"{args.name}/{kind}"
+        file_name = f"{component}.safetensors"
+        model_id = f"{args.name}/{component}"
 
-    data = {"world": f"scene world ({world}), train split", "images": config["dataset_size"],
+    split = config.get("split", "train")
+    data = {"world": f"scene world ({world}), {split} split", "images": config["dataset_size"],
             "size": config["resolution"]}
     stored = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     weights = save_weights(stored, out_dir / file_name)
     command = f"ganpaint train {args.recipe} --run-dir {run_dir.name}"
     card = {
         "id": model_id, "kind": kind, "file": file_name, "dtype": args.dtype,
-        "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "summary": _SUMMARY[kind],
+        "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "summary": _SUMMARY[Path(file_name).stem],
         "architecture": architecture,
         "training": {"command": command, "config": config, "seconds": _training_seconds(run_dir),
                      "hardware": hardware_description(), **extra},
@@ -134,7 +140,7 @@ def _export(args: argparse.Namespace) -> dict:
         card["companions"] = {"segmenter": f"{args.name}/segmenter", "classifier": f"{args.name}/classifier"}
     if snapshot_files:
         card["snapshots"] = snapshot_files
-    write_card(out_dir / f"{kind}.json", card)
+    write_card(out_dir / f"{Path(file_name).stem}.json", card)
     return {"id": model_id, "weights": str(weights), "bytes": card["bytes"], "sha256": card["sha256"]}
 
 
