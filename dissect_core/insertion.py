@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward
 __all__ = ["InsertionConfig", "InsertionResult", "learn_insertion", "WindowContexts", "window_contexts",
            "ContextPrior", "context_regions", "out_of_context_regions", "restore_regions",
            "unit_brush", "BrushScore", "score_brush",
-           "GalleryEntry", "best_single_unit", "ScoreFn"]
+           "GalleryEntry", "best_single_unit", "GallerySet", "smallest_drawing_set", "ScoreFn"]
 
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``score(images in [-1, 1] (N, 3, H, W), label number) -> (N, h, w)`` class probability, differentiable."""
@@ -434,3 +434,74 @@ def best_single_unit(generator: ProgressiveGenerator, layer: str, segment: Calla
             k = int(shares.argmax())
             best = GalleryEntry(int(unit), mean, int(ids[windows[k][0]]), (windows[k][1], windows[k][2]))
     return best
+
+
+@dataclass(frozen=True)
+class GallerySet:
+    """The smallest set of a brush's units that draws its concept where it stands (GAN Dissection's
+    "a few units draw trees"): what the unit browser shows when no unit draws it alone."""
+
+    units: list[int]
+    share: float
+    """Mean share of the painted in-context windows that becomes the concept with these units on."""
+    brush_share: float | None
+    """The same with the whole learned brush (``None`` without one): what the set is measured against."""
+    sample: int
+    """A held-out sample where the set draws the concept well (for the before / after pictures)."""
+    cell: tuple[int, int]
+    tried: dict[int, float]
+    """Share per set size tried, in order: how drawing grows with the number of units."""
+
+
+@torch.no_grad()
+def smallest_drawing_set(generator: ProgressiveGenerator, layer: str, segment: Callable[[torch.Tensor], torch.Tensor],
+                         concept: int, n_labels: int, ranked: Sequence[int], levels: np.ndarray, ids: Sequence[int],
+                         brush: tuple[np.ndarray, np.ndarray] | None = None, sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+                         min_share: float = 0.1, of_brush: float = 0.5, seed: int = 1, gain: float = 1.5,
+                         region: int = 2, rng: np.random.Generator | None = None) -> GallerySet | None:
+    """The first ``k`` of ``ranked`` units (``k`` in ``sizes``), switched on at ``gain`` x q99 as the
+    painter writes explicit units at full strength, whose insertion turns at least ``min_share`` of
+    a ``region`` x ``region`` window into the concept, and at least ``of_brush`` of what the whole
+    ``brush`` (alpha, value) draws there. Windows: one per sample where the concept is absent, drawn
+    from the contexts it stands in within these samples (``context_regions``), so a dome set is
+    tried above roofs, not in open sky. ``None`` when no size qualifies or the concept is too rare
+    in ``ids`` to find its contexts."""
+    rng = rng or np.random.default_rng(0)
+    device = next(generator.parameters()).device
+    _, gh, gw = generator.layer_shape(layer)
+    x = generator.forward_to(layer, z_tensor(list(ids), generator.z_dim, seed, device))
+    labels = segment(generator.forward_from(layer, x).clamp(-1, 1))
+    ctx = window_contexts(labels, (gh, gw), concept, n_labels, region)
+    prior = ContextPrior.count([(ctx, restore_regions(_cell_fractions(labels, (gh, gw), concept), region))], n_labels)
+    windows = context_regions(ctx, prior, n_labels, rng) if prior.windows else []
+    if not windows:
+        return None
+    rows = torch.tensor([w[0] for w in windows], device=device)
+    mask = _region_mask(windows, (gh, gw), region, device)
+    inside = mask[:, 0] > 0
+
+    def shares(edited: torch.Tensor) -> torch.Tensor:
+        out = segment(generator.forward_from(layer, edited).clamp(-1, 1))
+        up = F.interpolate(mask, size=out.shape[-2:], mode="nearest")[:, 0] > 0
+        return torch.stack([(out[k][up[k]] == concept).float().mean() for k in range(len(windows))])
+
+    brush_share = None
+    if brush is not None:
+        alpha = torch.as_tensor(brush[0], dtype=x.dtype, device=device)[None, :, None, None] * mask
+        value = torch.as_tensor(brush[1], dtype=x.dtype, device=device)[None, :, None, None]
+        brush_share = float(shares(x[rows] * (1 - alpha) + value * alpha).mean())
+    needed = max(min_share, of_brush * brush_share) if brush_share is not None else min_share
+    tried: dict[int, float] = {}
+    for k in [k for k in sizes if k <= len(ranked)]:
+        units = list(ranked[:k])
+        edited = x[rows].clone()
+        for unit in units:
+            channel = edited[:, unit]
+            channel[inside] = float(levels[unit]) * gain
+        per_window = shares(edited)
+        tried[k] = round(float(per_window.mean()), 4)
+        if tried[k] >= needed:
+            best = int(per_window.argmax())
+            return GallerySet([int(u) for u in units], tried[k], brush_share, int(ids[windows[best][0]]),
+                              (windows[best][1], windows[best][2]), tried)
+    return None

@@ -275,14 +275,17 @@ def test_unit_browser(page, app_server: dict) -> None:
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     rows = page.locator("#rows tr")
     assert rows.count() > 0
-    # the gallery shows exactly the table's single drawing units (share >= 10 %), names the others
+    # the gallery shows the table's single drawing units (share >= 10 %), else the smallest drawing
+    # unit set, and names the concepts with neither
     gallery = httpx.get(f"{app_server['base']}/api/models/{app_server['model']}/layers/layer4/dissection").json()["gallery"]
     assert page.locator("#gallery-section").is_hidden() == (not gallery)
-    strong = sorted(c for c, e in gallery.items() if e["share"] >= 0.1)
-    assert sorted(page.locator(".gallery-item").evaluate_all("els => els.map(e => e.dataset.concept)")) == strong
-    for concept in (c for c, e in gallery.items() if e["share"] < 0.1):
+    shown = {c: [e["unit"]] if e["share"] >= 0.1 else e["set"]["units"] for c, e in gallery.items()
+             if e["share"] >= 0.1 or "set" in e}
+    items = page.locator(".gallery-item").evaluate_all("els => els.map(e => [e.dataset.concept, e.dataset.units])")
+    assert {c: [int(u) for u in units.split(",")] for c, units in items} == shown
+    for concept in set(gallery) - set(shown):
         assert concept in page.locator("#gallery-none").inner_text()
-    if strong:
+    if shown:
         page.wait_for_function("() => [...document.querySelectorAll('.gallery-item img')].every(i => i.naturalWidth > 0)")
     ious = [float(v) for v in page.locator("#rows tr td:nth-child(5)").all_inner_texts()]
     assert ious == sorted(ious, reverse=True)

@@ -148,3 +148,25 @@ def test_score_brush_tells_a_drawing_brush_from_one_that_writes_nothing() -> Non
     assert blank.in_context == 0.0 and blank.out_of_context == 0.0  # windows where the concept is absent stay so
     assert drawn.in_context > 0.05 and drawn.margin > blank.margin
     assert drawn.regions == blank.regions and drawn.regions[0] > 0
+
+
+def test_the_smallest_drawing_set_is_the_shortest_prefix_that_draws() -> None:
+    from dissect_core.insertion import smallest_drawing_set
+
+    generator = _generator()
+    levels = np.full(24, 2.0, np.float32)
+    ranked = list(range(23, -1, -1))
+    found = smallest_drawing_set(generator, "layer4", _segment, 1, 3, ranked, levels, range(300, 364),
+                                 sizes=(1, 2, 4, 8, 16, 24), min_share=0.05, of_brush=0.0)
+    assert found is not None
+    k = len(found.units)
+    assert found.units == ranked[:k] and list(found.tried) == [s for s in (1, 2, 4, 8, 16, 24) if s <= k]
+    assert k > 1 and found.tried[k] >= 0.05 and all(v < 0.05 for s, v in found.tried.items() if s < k)
+    assert 300 <= found.sample < 364 and found.brush_share is None
+    # measured against a whole brush: at least half of what it draws, or nothing qualifies
+    brush = (np.ones(24, np.float32), np.full(24, 3.0, np.float32))
+    strict = smallest_drawing_set(generator, "layer4", _segment, 1, 3, ranked, levels, range(300, 364),
+                                  brush=brush, sizes=(1, 2, 4, 8, 16, 24), min_share=0.05, of_brush=0.5)
+    assert strict is not None and strict.brush_share is not None and strict.share >= 0.5 * strict.brush_share
+    assert smallest_drawing_set(generator, "layer4", _segment, 1, 3, ranked, levels, range(300, 364),
+                                sizes=(1, 2), min_share=1.01) is None

@@ -97,31 +97,46 @@ function gridMask(grid, cellY, cellX, size = 2) {
 
 const GALLERY_MIN_SHARE = 0.1;
 
+function galleryShow(entry) {
+  // a single unit that draws the concept, else the smallest set of the brush's units that does
+  if (entry.share >= GALLERY_MIN_SHARE) {
+    return { units: [entry.unit], sample: entry.sample, cell: entry.cell, share: entry.share, single: true };
+  }
+  if (entry.set) return { ...entry.set, single: false };
+  return null;
+}
+
 function renderGallery(table) {
   const all = Object.entries(table.gallery || {});
-  // a unit "draws" a concept only if it turns a tenth of the painted cells into it; say so otherwise
-  const entries = all.filter(([, e]) => e.share >= GALLERY_MIN_SHARE);
-  const weak = all.filter(([, e]) => e.share < GALLERY_MIN_SHARE).map(([c]) => c);
+  const shown = all.map(([c, e]) => [c, galleryShow(e)]).filter(([, e]) => e);
+  const none = all.filter(([, e]) => !galleryShow(e)).map(([c]) => c);
   $("gallery-section").hidden = all.length === 0;
-  $("gallery-none").textContent = weak.length
-    ? `No single unit draws ${weak.join(", ")} (each one's best unit turns under ${GALLERY_MIN_SHARE * 100}% of ` +
-      "the painted cells into it: these concepts need several units together)." : "";
+  $("gallery-none").textContent = none.length
+    ? `Neither a single unit nor a set of up to 64 of the brush's units draws ${none.join(", ")} ` +
+      `(under ${GALLERY_MIN_SHARE * 100}% of the painted cells, or under half of what the whole brush draws).` : "";
   const holder = $("gallery");
   holder.replaceChildren();
   const grid = table.shape[1];
-  for (const [concept, entry] of entries) {
+  for (const [concept, entry] of shown) {
     const figure = document.createElement("figure");
     figure.className = "gallery-item";
     figure.dataset.concept = concept;
+    figure.dataset.units = entry.units.join(",");
     const before = new Image();
     before.alt = `sample ${entry.sample} before`;
     before.src = api.sampleUrl(view.model, entry.sample);
     const after = new Image();
-    after.alt = `sample ${entry.sample} with unit ${entry.unit} switched on`;
+    const named = entry.units.length === 1 ? `unit ${entry.units[0]}` : `${entry.units.length} units`;
+    after.alt = `sample ${entry.sample} with ${named} switched on`;
     const caption = document.createElement("figcaption");
-    caption.textContent = `unit ${entry.unit} draws ${concept} (${Math.round(entry.share * 100)}% of painted regions)`;
+    const share = `${Math.round(entry.share * 100)}% of painted regions`;
+    caption.textContent = entry.single
+      ? `unit ${entry.units[0]} draws ${concept} (${share})`
+      : `${entry.units.length} units draw ${concept} together (${share}` +
+        (entry.brush_share != null ? `; the whole brush ${Math.round(entry.brush_share * 100)}%)` : ")") +
+        `: ${entry.units.slice(0, 12).join(", ")}${entry.units.length > 12 ? ", ..." : ""}`;
     const recipe = { v: 1, model: view.model, layer: view.layer, sample: entry.sample,
-      strokes: [{ units: [entry.unit], action: "add", strength: 1.0, mask: gridMask(grid, entry.cell[0], entry.cell[1]) }] };
+      strokes: [{ units: entry.units, action: "add", strength: 1.0, mask: gridMask(grid, entry.cell[0], entry.cell[1]) }] };
     api.renderPng(recipe).then((blob) => { after.src = URL.createObjectURL(blob); }).catch(() => { after.alt = "render failed"; });
     const pair = document.createElement("div");
     pair.className = "pair";
@@ -133,6 +148,17 @@ function renderGallery(table) {
     frame.append(after);
     pair.append(before, frame);
     figure.append(pair, caption);
+    for (const unit of entry.units.slice(0, 3)) {  // where each unit fires (its top images, as GAN Dissection shows units)
+      const link = document.createElement("a");
+      link.href = `/unit?model=${encodeURIComponent(view.model)}&layer=${view.layer}&unit=${unit}`;
+      const strip = new Image();
+      strip.className = "strip";
+      strip.alt = `unit ${unit}: top images`;
+      strip.loading = "lazy";
+      strip.src = api.unitStripUrl(view.model, view.layer, unit, 4);
+      link.append(strip);
+      figure.append(link);
+    }
     holder.append(figure);
   }
 }

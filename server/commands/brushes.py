@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dissect_core.insertion import InsertionConfig, best_single_unit, learn_insertion, score_brush, unit_brush
+from dissect_core.insertion import (
+    InsertionConfig,
+    best_single_unit,
+    learn_insertion,
+    score_brush,
+    smallest_drawing_set,
+    unit_brush,
+)
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import TableError, load_table, save_table
 from models.checkpoints import CheckpointError, load_generator
@@ -142,9 +149,19 @@ def run(args: argparse.Namespace) -> int:
             candidates = list(dict.fromkeys(learned + table.concept_ranking(concept)[:12 - len(learned)]))
             ids = range(args.first + args.samples, args.first + args.samples + args.gallery_samples)
             best = best_single_unit(generator, table.layer, segment, number, candidates, table.q99, ids)
-            if best is not None:
-                table.gallery[concept] = {**asdict(best), "cell": list(best.cell)}
-                entry["gallery"] = table.gallery[concept]
+            gallery: dict = {**asdict(best), "cell": list(best.cell)} if best is not None else {}
+            brush = None
+            if table.insertion_alpha is not None and table.insertion_value is not None and table.insertion_alpha[number].any():
+                brush = (table.insertion_alpha[number], table.insertion_value[number])
+            ranked = ([int(u) for u in np.argsort(-brush[0], kind="stable")] if brush is not None
+                      else list(table.concept_ranking(concept)))
+            found = smallest_drawing_set(generator, table.layer, segment, number, len(table.labels), ranked, table.q99,
+                                         ids, brush=brush)
+            if found is not None:
+                gallery["set"] = {**asdict(found), "cell": list(found.cell), "tried": {str(k): v for k, v in found.tried.items()}}
+            if gallery:
+                table.gallery[concept] = gallery
+                entry["gallery"] = gallery
         summary[concept] = entry
     provenance = _provenance(table_dir)
     if args.steps > 0:  # per concept: a later run for some concepts keeps the others' record
