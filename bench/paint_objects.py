@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -119,12 +120,12 @@ def main() -> None:
     calib = {j: _labels(s, calib_images) for j, s in judges.items()}
     names = {n: LABEL_BY_NAME[n].number for n in ("sky", "cloud", "grass", "road", "building", "window", "door", "tree")}
     size = img_all.shape[-1]
-    rng = np.random.default_rng(0)
 
     report: dict[str, dict] = {}
     targets: dict[str, dict] = {}
     for concept in args.concepts:
         number = LABEL_BY_NAME[concept].number
+        rng = np.random.default_rng(zlib.crc32(concept.encode()))  # the same windows whatever --concepts lists
         stroke_for = brush_stroke(table, concept, "add", args.strength)
         entry: dict = {"places": {}}
         rules = {}

@@ -5,9 +5,9 @@ shape: a 2x2-cell dome stroke above a roof gives a ball as tall as it is wide, a
 is too small for the generator to draw a dome at all. The GAN's own domes have a scale and a
 support: at the 8x8 edit layer of a 128 px ProGAN a dome is about two cells wide and one tall and
 sits right on a roof. ``footprint`` moves a dome stroke to that place inside (or, by at most one
-cell, next to) what the user painted, from the unedited image's labels: the lowest row of painted
-sky cells right above a roof, two cells wide (a one-cell dab grows by its neighbour above the
-same roof).
+cell, next to or below) what the user painted, from the unedited image's labels: the lowest row of
+painted sky cells right above a roof, two cells wide (a one-cell dab grows by its neighbour above
+the same roof; a stroke that ends one cell above the roof line drops onto it).
 
 A stroke with no such place, and every other concept, keeps its mask: placement never refuses.
 Doors were tried the same way (one column at the wall's foot, one or two cells tall, at several
@@ -61,6 +61,10 @@ def footprint(concept: str, painted: np.ndarray, cells: Mapping[str, np.ndarray]
     if concept == "dome":
         roof = _roof_top(cells)
         spots = roof & painted
+        if not spots.any():  # painted just above the roof line: drop by one cell onto it
+            lowered = np.zeros_like(painted)
+            lowered[1:] = painted[:-1]
+            spots = roof & lowered
         if not spots.any():
             return painted
         y = int(np.nonzero(spots.any(axis=1))[0].max())

@@ -154,6 +154,7 @@ def test_a_one_cell_dome_dab_grows_to_the_gans_dome_width_on_the_roof() -> None:
     cells = roof_scene()
     assert np.array_equal(footprint("dome", cells_of((3, 2)), cells), cells_of((3, 2), (3, 3)))  # its neighbour on the roof
     assert np.array_equal(footprint("dome", cells_of((3, 5)), cells), cells_of((3, 4), (3, 5)))  # not the one past the edge
+    assert np.array_equal(footprint("dome", cells_of((2, 3)), cells), cells_of((3, 2), (3, 3)))  # one cell high: dropped onto the roof
 
 
 def test_a_dome_stroke_becomes_one_flat_dome_on_the_roof_line() -> None:
