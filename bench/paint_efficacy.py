@@ -39,11 +39,10 @@ from dissect_core.efficacy import (
     painting_contexts,
     placed_masks,
     removal_share,
+    render_samples,
 )
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
-from models.samples import z_tensor
-from models.world.labels import LABEL_BY_NAME
 from models.zoo import DEFAULT_GENERATOR, companion_id, get_entry, load_model
 
 BRUSHES = ("tree", "grass", "dome", "door", "tower", "lamp", "window", "cloud", "building", "brick", "stone")
@@ -75,17 +74,10 @@ def main() -> None:
     segmenter = load_segmenter(args.segmenter or companion_id(args.model, "segmenter"))
     layer = table.layer
     grid = table.shape[1]
-    names = {name: LABEL_BY_NAME[name].number for name in ("sky", "cloud", "grass", "road", "building", "window", "door", "tree")}
     ids = list(range(args.first, args.first + args.samples))
-    xs, images, labels = [], [], []
+    x_all, img_all = render_samples(generator, layer, ids)
     with torch.no_grad():
-        for b in range(0, len(ids), 25):
-            x = generator.forward_to(layer, z_tensor(ids[b:b + 25], generator.z_dim))
-            out = generator.forward_from(layer, x).clamp(-1, 1)
-            xs.append(x)
-            images.append(out)
-            labels.append(segmenter(out))
-    x_all, img_all, lab_all = torch.cat(xs), torch.cat(images), torch.cat(labels)
+        lab_all = torch.cat([segmenter(img_all[b:b + 25]) for b in range(0, len(ids), 25)])
     objects_all = lab_all[:, 0].cpu().numpy()
     rng = np.random.default_rng(0)
 
@@ -104,7 +96,7 @@ def main() -> None:
         windows: list[Window] = []
         for i in range(len(ids)):
             objects = lab_all[i, 0].cpu().numpy()
-            for context, cells in painting_contexts(objects, grid, number, names).items():
+            for context, cells in painting_contexts(objects, grid, number).items():
                 if cells:
                     y, x = cells[rng.integers(len(cells))]
                     windows.append(Window(i, int(y), int(x), context))

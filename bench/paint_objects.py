@@ -36,11 +36,18 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dissect_core.efficacy import Window, brush_stroke, painted_images, painting_contexts, placed_masks, window_mask
+from dissect_core.efficacy import (
+    Window,
+    brush_stroke,
+    painted_images,
+    painting_contexts,
+    placed_masks,
+    render_samples,
+    window_mask,
+)
 from dissect_core.objects import ObjectMeasure, calibrate, kept_objects, objects_of, painted_object, summarise
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import load_table
-from models.samples import z_tensor
 from models.world.labels import LABEL_BY_NAME
 from models.zoo import DEFAULT_GENERATOR, ZooError, companion_id, get_entry, load_model
 
@@ -61,16 +68,6 @@ KEPT_SHARE = 0.8
 def _labels(segmenter, images: torch.Tensor, batch: int = 50) -> np.ndarray:
     with torch.no_grad():
         return np.concatenate([segmenter(images[b:b + batch])[:, 0].cpu().numpy() for b in range(0, len(images), batch)])
-
-
-def _render(generator, layer: str, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, images = [], []
-    with torch.no_grad():
-        for b in range(0, len(ids), 25):
-            x = generator.forward_to(layer, z_tensor(ids[b:b + 25], generator.z_dim))
-            xs.append(x)
-            images.append(generator.forward_from(layer, x).clamp(-1, 1))
-    return torch.cat(xs), torch.cat(images)
 
 
 def _default_judges(model: str) -> list[str]:
@@ -113,12 +110,11 @@ def main() -> None:
     judges = {j: load_segmenter(j) for j in judge_ids}
 
     ids = list(range(args.first, args.first + args.samples))
-    x_all, img_all = _render(generator, layer, ids)
-    _, calib_images = _render(generator, layer, list(range(args.calibrate_first, args.calibrate_first + args.calibrate_samples)))
+    x_all, img_all = render_samples(generator, layer, ids)
+    _, calib_images = render_samples(generator, layer, list(range(args.calibrate_first, args.calibrate_first + args.calibrate_samples)))
     context_labels = _labels(own, img_all)
     before = {j: _labels(s, img_all) for j, s in judges.items()}
     calib = {j: _labels(s, calib_images) for j, s in judges.items()}
-    names = {n: LABEL_BY_NAME[n].number for n in ("sky", "cloud", "grass", "road", "building", "window", "door", "tree")}
     size = img_all.shape[-1]
 
     report: dict[str, dict] = {}
@@ -139,7 +135,7 @@ def main() -> None:
         for place, cells in PLACES[concept]:
             windows = []
             for i in range(len(ids)):
-                found = painting_contexts(context_labels[i], grid, number, names, size=cells)[place]
+                found = painting_contexts(context_labels[i], grid, number, size=cells)[place]
                 if found:
                     y, x = found[rng.integers(len(found))]
                     windows.append(Window(i, int(y), int(x), place, cells))

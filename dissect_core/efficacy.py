@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -23,12 +23,15 @@ import torch
 from torch.nn import functional as F
 
 from dissect_core.intervene import Stroke, apply_edit, brush_edit, edit_maps
+from dissect_core.placement import PLACED, cell_shares, place_mask, scene_cells
+from models.samples import z_tensor
+from models.world.labels import LABEL_BY_NAME
 
 if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
     from models.proggan import ProgressiveGenerator
 
-__all__ = ["CONTEXTS", "Window", "painting_contexts", "paint_share", "painted_images", "placed_masks", "window_mask", "removal_share",
-           "brush_stroke"]
+__all__ = ["CONTEXTS", "Window", "painting_contexts", "paint_share", "painted_images", "placed_masks", "render_samples",
+           "window_mask", "removal_share", "brush_stroke"]
 
 CONTEXTS = ("ground", "sky", "building_top", "wall", "wall_foot")
 
@@ -42,22 +45,17 @@ class Window:
     size: int = 2
 
 
-def _cell_shares(objects: np.ndarray, grid: int, ids: Sequence[int]) -> np.ndarray:
-    size = objects.shape[-1]
-    cell = size // grid
-    blocks = objects.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, -1)
-    return np.isin(blocks, list(ids)).mean(-1)
-
-
-def painting_contexts(objects: np.ndarray, grid: int, concept: int, names: dict[str, int],
+def painting_contexts(objects: np.ndarray, grid: int, concept: int, names: Mapping[str, int] | None = None,
                       size: int = 2) -> dict[str, list[tuple[int, int]]]:
     """(H, W) object labels -> context -> top-left cells ``(y, x)`` of ``size`` x ``size`` windows
-    where ``concept`` is absent. ``names`` maps label names to numbers."""
-    sky = _cell_shares(objects, grid, [names["sky"], names["cloud"]])
-    ground = _cell_shares(objects, grid, [names["grass"], names["road"]])
-    building = _cell_shares(objects, grid, [names["building"], names["window"], names["door"]])
-    tree = _cell_shares(objects, grid, [names["tree"]])
-    has = _cell_shares(objects, grid, [concept]) > 0
+    where ``concept`` is absent. ``names`` maps label names to numbers (default: the scene world's)."""
+    if names is None:
+        names = {name: label.number for name, label in LABEL_BY_NAME.items()}
+    sky = cell_shares(objects, grid, [names["sky"], names["cloud"]])
+    ground = cell_shares(objects, grid, [names["grass"], names["road"]])
+    building = cell_shares(objects, grid, [names["building"], names["window"], names["door"]])
+    tree = cell_shares(objects, grid, [names["tree"]])
+    has = cell_shares(objects, grid, [concept]) > 0
     out: dict[str, list[tuple[int, int]]] = {c: [] for c in CONTEXTS}
     for y in range(grid - size + 1):
         for x in range(grid - size + 1):
@@ -121,16 +119,21 @@ def placed_masks(concept: str, windows: Sequence[Window], labels: np.ndarray, gr
     """The (size, size) masks the painter paints for ``windows`` of a placed brush
     (``dissect_core.placement``; ``labels[i]`` is image i's unedited object label map), or ``None``
     for a concept that is not placed."""
-    from dissect_core.placement import PLACED, footprint, scene_cells
-
     if concept not in PLACED:
         return None
-    out = []
-    for w in windows:
-        under = window_mask(w, grid, grid).numpy() > 0
-        placed = footprint(concept, under, scene_cells(labels[w.image], grid))
-        out.append(torch.from_numpy(np.kron(placed, np.ones((size // grid, size // grid)))).float())
-    return out
+    return [place_mask(concept, window_mask(w, size, grid), scene_cells(labels[w.image], grid)) for w in windows]
+
+
+@torch.no_grad()
+def render_samples(generator: ProgressiveGenerator, layer: str, ids: Sequence[int],
+                   batch: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edit-layer activations and unedited images in [-1, 1] of sample ``ids``, in batches."""
+    xs, images = [], []
+    for b in range(0, len(ids), batch):
+        x = generator.forward_to(layer, z_tensor(list(ids[b:b + batch]), generator.z_dim))
+        xs.append(x)
+        images.append(generator.forward_from(layer, x).clamp(-1, 1))
+    return torch.cat(xs), torch.cat(images)
 
 
 @torch.no_grad()

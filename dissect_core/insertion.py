@@ -473,7 +473,7 @@ def smallest_drawing_set(generator: ProgressiveGenerator, layer: str, segment: C
     labels = segment(generator.forward_from(layer, x).clamp(-1, 1))
     ctx = window_contexts(labels, (gh, gw), concept, n_labels, region)
     prior = ContextPrior.count([(ctx, restore_regions(_cell_fractions(labels, (gh, gw), concept), region))], n_labels)
-    windows = context_regions(ctx, prior, n_labels, rng) if prior.windows else []
+    windows = context_regions(ctx, prior, n_labels, rng)
     if not windows:
         return None
     rows = torch.tensor([w[0] for w in windows], device=device)

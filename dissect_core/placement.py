@@ -20,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
+from dissect_core.intervene import pool_mask
 from models.world.labels import LABEL_BY_NAME
 
-__all__ = ["PLACED", "SCENE_GROUPS", "scene_cells", "footprint"]
+__all__ = ["PLACED", "SCENE_GROUPS", "cell_shares", "scene_cells", "footprint", "place_mask"]
 
 PLACED = ("dome",)
 """Concepts whose brush strokes are placed."""
@@ -31,6 +34,13 @@ PLACED = ("dome",)
 _GROUPS = {"sky": ("sky", "cloud"), "building": ("building", "window", "door")}
 SCENE_GROUPS = tuple(_GROUPS)
 """The keys of ``scene_cells``."""
+
+
+def cell_shares(objects: np.ndarray, grid: int, numbers: Sequence[int]) -> np.ndarray:
+    """(H, W) label numbers -> (grid, grid) share of each cell's pixels whose label is in ``numbers``."""
+    cell = objects.shape[-1] // grid
+    blocks = objects[: cell * grid, : cell * grid].reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, -1)
+    return np.isin(blocks, list(numbers)).mean(-1)
 
 
 def scene_cells(objects: np.ndarray, grid: int, labels: Sequence[tuple[str, str]] | None = None) -> dict[str, np.ndarray]:
@@ -42,10 +52,7 @@ def scene_cells(objects: np.ndarray, grid: int, labels: Sequence[tuple[str, str]
     else:
         first = [name.split(",")[0].strip().lower() for name, _ in labels]
         numbers = {group: [i for i, name in enumerate(first) if i and name in names] for group, names in _GROUPS.items()}
-    size = objects.shape[-1]
-    cell = size // grid
-    blocks = objects[: cell * grid, : cell * grid].reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, -1)
-    return {group: np.isin(blocks, ids).mean(-1) for group, ids in numbers.items()}
+    return {group: cell_shares(objects, grid, ids) for group, ids in numbers.items()}
 
 
 def _roof_top(cells: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -83,3 +90,14 @@ def footprint(concept: str, painted: np.ndarray, cells: Mapping[str, np.ndarray]
             out[y, max(neighbours, key=lambda n: below[n])] = True
         return out
     return painted
+
+
+def place_mask(concept: str, mask: torch.Tensor, cells: Mapping[str, np.ndarray]) -> torch.Tensor:
+    """The (H, W) mask a ``concept`` stroke paints instead of ``mask`` (max-pooled to the grid of
+    ``cells`` as the painter pools it): its footprint, or ``mask`` itself where it has none."""
+    grid = next(iter(cells.values())).shape
+    painted = pool_mask(mask, grid).cpu().numpy() > 0
+    placed = footprint(concept, painted, cells)
+    if (placed == painted).all():
+        return mask
+    return F.interpolate(torch.from_numpy(placed).float()[None, None], size=tuple(mask.shape), mode="nearest")[0, 0]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.segmenter import class_label_numbers, color_label_map
+from models.segmenter import label_maps
 from models.world.labels import MATERIALS, OBJECTS
 
 __all__ = ["JudgeSegmenter"]
@@ -68,7 +68,4 @@ class JudgeSegmenter(nn.Module):
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) global label numbers: object, material, colour."""
-        logits = self(images)
-        out = [class_label_numbers(c).to(images.device)[logits[c].argmax(1)] for c in ("object", "material")]
-        out.append(color_label_map(images))
-        return torch.stack(out, 1)
+        return label_maps(self(images), images)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from models.world.labels import COLOR_PROTOTYPES, MATERIALS, OBJECTS, label_id
 
-__all__ = ["WorldSegmenter", "SEGMENTER_CATEGORIES", "class_label_numbers", "color_label_map"]
+__all__ = ["WorldSegmenter", "SEGMENTER_CATEGORIES", "class_label_numbers", "color_label_map", "label_maps"]
 
 SEGMENTER_CATEGORIES = ("object", "material", "color")
 
@@ -36,6 +36,14 @@ def color_label_map(images: torch.Tensor) -> torch.Tensor:
     flat = pixels.permute(0, 2, 3, 1).reshape(-1, 3)
     dist = (flat * flat).sum(1, keepdim=True) - 2 * flat @ protos.T + (protos * protos).sum(1)[None]
     return _COLOR_IDS.to(images.device)[dist.argmin(1)].reshape(images.shape[0], *images.shape[2:])
+
+
+def label_maps(logits: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Object and material head logits of ``images`` (in [-1, 1]) -> (N, 3, H, W) global label
+    numbers: object, material and the computed colour name."""
+    out = [class_label_numbers(c).to(images.device)[logits[c].argmax(1)] for c in ("object", "material")]
+    out.append(color_label_map(images))
+    return torch.stack(out, 1)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -72,7 +80,4 @@ class WorldSegmenter(nn.Module):
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) global label numbers: object, material, colour."""
-        logits = self(images)
-        out = [class_label_numbers(c).to(images.device)[logits[c].argmax(1)] for c in ("object", "material")]
-        out.append(color_label_map(images))
-        return torch.stack(out, 1)
+        return label_maps(self(images), images)

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 
-from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_edit, pool_mask, unit_values
+from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_edit, unit_values
 from dissect_core.nethook import private_copy
-from dissect_core.placement import PLACED, SCENE_GROUPS, footprint, scene_cells
+from dissect_core.placement import PLACED, SCENE_GROUPS, place_mask, scene_cells
 from models import incremental
 from models.imaging import to_uint8
 from models.proggan import ProgressiveGenerator
@@ -125,14 +124,7 @@ class Painting:
         draws ``concept`` in what the mask covers, judged on the unedited image; the mask itself
         where there is no such place or the server has no segmenter."""
         cells = self._scene_cells(model, layer, recipe)
-        if cells is None:
-            return mask
-        grid = model.generator.layer_shape(layer)[1:]
-        painted = pool_mask(mask, grid).numpy() > 0
-        placed = footprint(concept, painted, cells)
-        if (placed == painted).all():
-            return mask
-        return F.interpolate(torch.from_numpy(placed).float()[None, None], size=tuple(mask.shape), mode="nearest")[0, 0]
+        return mask if cells is None else place_mask(concept, mask, cells)
 
     def _scene_cells(self, model: LoadedModel, layer: str, recipe: Recipe) -> dict[str, np.ndarray] | None:
         """Per-cell shares of sky and building in the unedited image (cached per sample)."""

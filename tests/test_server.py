@@ -541,6 +541,7 @@ def test_classifier_description(client: TestClient) -> None:
 def test_a_placed_brush_renders_exactly_its_footprint(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server paints a placed brush's footprint (found on the unedited sample by the real
     segmenter path), not the mask as drawn; ``place: false`` paints the mask as drawn."""
+    import dissect_core.placement as placement
     import server.painting as painting
 
     seen: list[set] = []
@@ -552,7 +553,7 @@ def test_a_placed_brush_renders_exactly_its_footprint(client: TestClient, monkey
         return out
 
     monkeypatch.setattr(painting, "PLACED", ("tree",))
-    monkeypatch.setattr(painting, "footprint", one_cell)
+    monkeypatch.setattr(placement, "footprint", one_cell)
     cell = np.zeros((16, 16), bool)
     cell[4:6, 2:4] = True  # cell (2, 1) of the 8x8 edit layer
     stroke = {"brush": "tree", "action": "add", "strength": 1.0, "mask": left_half_mask()}
