@@ -25,7 +25,8 @@ from models.train.data import world_arrays
 from models.world.labels import MATERIALS, OBJECTS, SCENES, label_id
 
 __all__ = [
-    "segmenter_report", "classifier_report", "generator_report", "frechet_distance", "PRESENCE_FRACTION",
+    "segmenter_report", "classifier_report", "generator_report", "encoder_report", "frechet_distance",
+    "PRESENCE_FRACTION",
 ]
 
 PRESENCE_FRACTION = 0.002
@@ -173,3 +174,24 @@ def generator_report(generator: ProgressiveGenerator, segmenter: WorldSegmenter,
         "concepts": concepts,
         "concepts_below_1pct_of_samples": [c for c in CONCEPTS if sample_presence[c] < 0.01],
     }
+
+
+@torch.no_grad()
+def encoder_report(encoder: nn.Module, generator: ProgressiveGenerator, layer: str, samples: int = 100,
+                   first_id: int = 50_000, device: str = "cpu") -> dict:
+    """An encoder on ``samples`` held-out generated samples (ids from ``first_id``): the mean per-cell
+    cosine of E(x) with the true layer activations, and the PSNR of G_after(E(x)) against x."""
+    from models.imaging import to_uint8
+    from models.inversion import psnr
+
+    ids = list(range(first_id, first_id + samples))
+    r = generator.forward_to(layer, z_tensor(ids, generator.z_dim, device=device))
+    x = generator.forward_from(layer, r).clamp(-1, 1)
+    predicted = torch.cat([encoder(x[i:i + 25]) for i in range(0, samples, 25)]).float()
+    cosine = torch.nn.functional.cosine_similarity(predicted, r, dim=1).mean(dim=(1, 2))
+    rebuilt = to_uint8(generator.forward_from(layer, predicted).clamp(-1, 1))
+    originals = to_uint8(x)
+    psnrs = [psnr(a, b) for a, b in zip(originals, rebuilt)]
+    return {"samples": samples, "sample_ids": [first_id, first_id + samples - 1], "layer": layer,
+            "cosine_mean": round(float(cosine.mean()), 4), "cosine_min": round(float(cosine.min()), 4),
+            "psnr_mean_db": round(float(np.mean(psnrs)), 2), "psnr_min_db": round(float(np.min(psnrs)), 2)}

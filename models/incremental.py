@@ -13,7 +13,7 @@ into the cached activations. The pixels equal a full forward's up to float round
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from models.proggan import NormConvBlock, NormUpscaleConvBlock, OutputConvBlock, ProgressiveGenerator
 
-__all__ = ["Box", "SuffixCache", "full_suffix", "render", "render_batch", "update", "changed_box", "window_fraction", "supports"]
+__all__ = ["Box", "Multipliers", "SuffixCache", "full_suffix", "render", "render_batch", "update", "changed_box", "window_fraction", "supports"]
 
 Span = tuple[int, int]
 """Half-open range of rows or columns."""
@@ -88,12 +88,26 @@ def supports(generator: nn.Module, layer: str) -> bool:
     return True
 
 
-def full_suffix(generator: ProgressiveGenerator, layer: str, inputs: torch.Tensor) -> SuffixCache:
-    """Run the blocks after ``layer`` on ``inputs`` (1, C, h, w), keeping each block's output."""
+Multipliers = Mapping[str, torch.Tensor]
+"""Per-layer maps a layer's output is multiplied by (a picture's adaptation, ``models.inversion``)."""
+
+
+def _multiplier_list(generator: ProgressiveGenerator, layer: str,
+                     multipliers: Multipliers | None) -> list[torch.Tensor | None]:
+    names = generator.layer_names[generator.layer_names.index(layer) + 1:]
+    return [None if multipliers is None else multipliers.get(name) for name in names]
+
+
+def full_suffix(generator: ProgressiveGenerator, layer: str, inputs: torch.Tensor,
+                multipliers: Multipliers | None = None) -> SuffixCache:
+    """Run the blocks after ``layer`` on ``inputs`` (N, C, h, w), keeping each block's output (times
+    its map in ``multipliers``, when it has one)."""
     outputs = []
     x = inputs
-    for block in _blocks(generator, layer):
+    for block, scale in zip(_blocks(generator, layer), _multiplier_list(generator, layer, multipliers)):
         x = block(x)
+        if scale is not None:
+            x = x * scale.to(x.dtype)
         outputs.append(x)
     return SuffixCache(layer, inputs, outputs)
 
@@ -165,22 +179,25 @@ def _block_window(block: Block, x: torch.Tensor, out: Box) -> torch.Tensor:
 
 
 def render(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Tensor,
-           max_fraction: float = 1.0) -> tuple[SuffixCache, float]:
+           max_fraction: float = 1.0, multipliers: Multipliers | None = None) -> tuple[SuffixCache, float]:
     """Image for the new edit-layer ``inputs`` (1, C, h, w), reusing ``cache`` (updated in place when the
     change is recomputed by windows). Returns the cache holding the result (``.image``) and the share of
     the full suffix's work that was done (0 when nothing changed; 1 when it ran in full because the
     change reaches more than ``max_fraction`` of the work)."""
-    (result,), (fraction,) = render_batch(generator, cache.layer, inputs, [cache], max_fraction)
+    (result,), (fraction,) = render_batch(generator, cache.layer, inputs, [cache], max_fraction, [multipliers])
     return result, fraction
 
 
 def render_batch(generator: ProgressiveGenerator, layer: str, inputs: torch.Tensor,
-                 caches: Sequence[SuffixCache | None], max_fraction: float = 1.0
+                 caches: Sequence[SuffixCache | None], max_fraction: float = 1.0,
+                 multipliers: Sequence[Multipliers | None] | None = None,
                  ) -> tuple[list[SuffixCache], list[float]]:
     """``render`` for a batch of painters: row ``i`` of ``inputs`` (N, C, h, w) reuses ``caches[i]``
     (None: no earlier render). Rows that update by windows do so in place; the others (no cache, or a
-    change reaching more than ``max_fraction`` of the work) run the suffix together in one batch, and
-    their caches are views into that batch. Returns one cache per row and the share of work each did."""
+    change reaching more than ``max_fraction`` of the work) run the suffix together in one batch (one
+    batch per distinct ``multipliers[i]``: an adapted picture's maps), and their caches are views into
+    that batch. Returns one cache per row and the share of work each did."""
+    maps = list(multipliers) if multipliers is not None else [None] * len(caches)
     results: list[SuffixCache | None] = [None] * len(caches)
     fractions = [1.0] * len(caches)
     full: list[int] = []
@@ -194,23 +211,31 @@ def render_batch(generator: ProgressiveGenerator, layer: str, inputs: torch.Tens
         if fraction > max_fraction:
             full.append(i)
             continue
-        results[i] = cache if box is None else update(generator, cache, row, box)
+        results[i] = cache if box is None else update(generator, cache, row, box, maps[i])
         fractions[i] = fraction
-    if full:
-        batch = full_suffix(generator, layer, inputs[full])
-        for j, i in enumerate(full):
+    groups: dict[int, list[int]] = {}
+    for i in full:
+        groups.setdefault(id(maps[i]), []).append(i)
+    for rows in groups.values():
+        batch = full_suffix(generator, layer, inputs[rows], maps[rows[0]])
+        for j, i in enumerate(rows):
             results[i] = SuffixCache(layer, inputs[i:i + 1].clone(), [o[j:j + 1] for o in batch.outputs])
     return results, fractions  # type: ignore[return-value]
 
 
-def update(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Tensor, box: Box) -> SuffixCache:
+def update(generator: ProgressiveGenerator, cache: SuffixCache, inputs: torch.Tensor, box: Box,
+           multipliers: Multipliers | None = None) -> SuffixCache:
     """Recompute, in place, the windows of every later layer that a change of the edit-layer input
-    confined to ``box`` (``changed_box(cache.inputs, inputs)``) reaches; returns ``cache``."""
+    confined to ``box`` (``changed_box(cache.inputs, inputs)``) reaches; returns ``cache``. The cache
+    must have been made with the same ``multipliers``."""
     size = inputs.shape[-1]
     x = inputs
+    scales = _multiplier_list(generator, cache.layer, multipliers)
     for i, block in enumerate(_blocks(generator, cache.layer)):
         box, size = _reach(block, box, size)
         window = _block_window(block, x, box)
+        if scales[i] is not None:
+            window = window * scales[i][:, :, box.rows[0]:box.rows[1], box.cols[0]:box.cols[1]].to(window.dtype)  # type: ignore[index]
         target = cache.outputs[i]
         target[:, :, box.rows[0]:box.rows[1], box.cols[0]:box.cols[1]] = window
         x = target

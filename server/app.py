@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import cam, dissection, docs, health, jobs, models, pages, paint, session
+from server.api import cam, dissection, docs, health, jobs, models, pages, paint, session, uploads
 from server.bodylimit import BodyLimit
 from server.errors import ServiceError, error_body, http_headers
 from server.settings import Settings
@@ -28,7 +28,7 @@ from server.tables import ensure_edit_table
 __all__ = ["create_app", "AppState"]
 
 log = logging.getLogger("ganpaint")
-UPLOAD_ROUTES = ("/api/cam",)
+UPLOAD_ROUTES = ("/api/cam", "/api/uploads")
 """Routes that take pictures: their bodies may be up to ``max_upload_bytes``."""
 
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        upload_limits={path: settings.max_upload_bytes for path in UPLOAD_ROUTES})
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(ServiceError)
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dissection.router)
     app.include_router(paint.router)
     app.include_router(cam.router)
+    app.include_router(uploads.router)
     app.include_router(jobs.router)
     app.include_router(jobs.ws_router)
     app.include_router(session.router)

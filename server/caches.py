@@ -38,7 +38,7 @@ class FeatureCache:
         return len(self._items)
 
 
-PainterTag = tuple[str, str, int | tuple[float, ...]]
+PainterTag = tuple[str, str, int | tuple[float, ...] | tuple[str, str, str]]
 """What a painter's cached outputs were rendered for: (model, layer, sample or z)."""
 
 

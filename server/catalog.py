@@ -29,9 +29,10 @@ from dissect_core.nethook import private_copy
 from dissect_core.segmenters import Segmenter, load_segmenter
 from dissect_core.tables import TableError, cache_key, cached_table, load_table, save_table
 from models.checkpoints import CheckpointError, file_sha256, load_generator
+from models.encoder import load_encoder_file
 from models.proggan import ProgressiveGenerator
 from models.world.labels import LABEL_BY_NAME
-from models.zoo import ZooError, get_entry
+from models.zoo import ZooError, companion_id, get_entry
 from server.errors import ModelUnavailable, ServiceError, UnknownModel
 from server.jobs import JobCancelled
 
@@ -100,6 +101,7 @@ class Catalog:
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
         self._segmenter: Segmenter | None = None
+        self._encoders: dict[str, torch.nn.Module | None] = {}
 
     # --- models ---------------------------------------------------------------------------------
     def available(self) -> dict[str, Path]:
@@ -151,6 +153,29 @@ class Catalog:
     def loaded(self) -> list[LoadedModel]:
         with self._lock:
             return list(self._models.values())
+
+    def encoder(self, model: LoadedModel) -> torch.nn.Module | None:
+        """The model's picture encoder (``models.encoder``), loaded once: the zoo's ``<model>/encoder``
+        for the default model, ``<stem>.encoder.safetensors`` beside an operator checkpoint; None
+        when there is none (uploads cannot be painted then: ``ganpaint train encoder`` makes one)."""
+        with self._lock:
+            if model.id in self._encoders:
+                return self._encoders[model.id]
+        found: torch.nn.Module | None = None
+        if model.id == self.default_model:
+            from models.zoo import load_model as load_zoo_model
+
+            try:
+                found = load_zoo_model(companion_id(model.id, "encoder", self.zoo_dir), str(self.device), self.zoo_dir)
+            except ZooError:
+                found = None
+        else:
+            path = model.weights.with_name(f"{model.weights.stem}.encoder.safetensors")
+            if path.is_file():
+                found = load_encoder_file(path, model.generator, model.edit_layer, str(self.device))
+        with self._lock:
+            self._encoders[model.id] = found
+        return found
 
     # --- tables ---------------------------------------------------------------------------------
     def segmenter(self) -> Segmenter | None:

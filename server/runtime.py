@@ -33,6 +33,7 @@ from server.metrics import Metrics
 from server.painting import Painting, PaintJob, encode_image
 from server.schemas import Recipe
 from server.settings import DEFAULT_MAX_BATCH
+from server.uploads import UploadStore
 
 __all__ = ["InferenceExecutor", "resolve_precision", "RenderResult", "RenderError", "Busy", "Superseded",
            "DeadlineExceeded"]
@@ -101,11 +102,11 @@ class InferenceExecutor:
     def __init__(self, catalog: Catalog, metrics: Metrics, queue_size: int = 64, max_batch: int = DEFAULT_MAX_BATCH,
                  batch_wait_ms: float = 2.0, deadline_s: float = 10.0, cache_items: int = 512,
                  dtype: torch.dtype = torch.float32, incremental: bool = True, incremental_bytes: int = 1 << 30,
-                 incremental_max_fraction: float = 0.6) -> None:
+                 incremental_max_fraction: float = 0.6, uploads: UploadStore | None = None) -> None:
         self.catalog = catalog
         self.metrics = metrics
         self.painting = Painting(catalog, metrics, dtype, cache_items, incremental, incremental_bytes,
-                                 incremental_max_fraction)
+                                 incremental_max_fraction, uploads)
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000
         self.deadline_s = deadline_s

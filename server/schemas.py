@@ -1,7 +1,7 @@
 """Strict request and message models shared by REST and the websocket (no coercion, no extra fields).
 
 The edit **recipe** is the one contract for painting, stateless rendering, downloads and share
-links: ``{v, model, layer, sample | z, strokes: [{brush | units, action, strength, mask}]}``.
+links: ``{v, model, layer, sample | z | upload, strokes: [{brush | units, action, strength, mask}]}``.
 Masks are resolution independent bitmaps (any size up to 512 x 512), sent bit-packed and base64
 encoded (``numpy.packbits`` order: row-major, most significant bit first), so a 64 x 64 stroke
 costs 684 characters.
@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from models.samples import MAX_SAMPLE_ID
+from server.uploads import UPLOAD_PATTERN
 
 __all__ = [
     "MaskSpec", "StrokeSpec", "Recipe", "EditMessage", "ErrorMessage", "ImageHeader",
@@ -102,12 +103,15 @@ class Recipe(Strict):
     sample: int | None = Field(None, ge=0, le=MAX_SAMPLE_ID)
     z: list[Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]] | None = Field(
         None, min_length=1, max_length=1024)
+    upload: str | None = Field(None, pattern=UPLOAD_PATTERN)
+    """An uploaded picture (``POST /api/uploads``) painted instead of a sample: its inverted edit-layer
+    activations, the generator adapted to it, composited into the picture outside the edit's band."""
     strokes: list[StrokeSpec] = Field(default_factory=list, max_length=MAX_STROKES)
 
     @model_validator(mode="after")
     def _one_latent(self) -> Recipe:
-        if (self.sample is None) == (self.z is None):
-            raise ValueError("a recipe needs exactly one of 'sample' or 'z'")
+        if sum(source is not None for source in (self.sample, self.z, self.upload)) != 1:
+            raise ValueError("a recipe needs exactly one of 'sample', 'z' or 'upload'")
         return self
 
 

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     """Largest JSON request body (recipes, job parameters)."""
     max_upload_bytes: int = Field(20 << 20, ge=1024, le=1 << 30)
     """Largest picture upload (a phone photo is 3-12 MB); pictures are downscaled on the server."""
+    upload_max_items: int = Field(256, ge=1, le=1_000_000)
+    """Uploaded pictures kept on disk (the least recently painted beyond it are removed)."""
+    upload_ttl_s: float = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    """An upload not painted for this long is removed."""
+    invert_refine_steps: int = Field(100, ge=0, le=10_000)
+    """Adam steps refining an upload's edit-layer activations (ganseeing's interactive setting: 100)."""
+    invert_adapt_steps: int = Field(300, ge=0, le=10_000)
+    """Adam steps fitting the generator's adaptation maps to an upload (the paper: 1000 on a GPU)."""
     ws_max_bytes: int = Field(1 << 20, ge=1024)
     ws_messages_per_s: float = Field(120.0, gt=0, le=100_000)
     """Messages a second one painting connection is read at, past its burst (a drag sends about 60)."""

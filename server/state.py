@@ -1,4 +1,4 @@
-"""The app's state, one object per app: settings, catalog, executor, jobs, sessions, metrics.
+"""The app's state, one object per app: settings, catalog, executor, jobs, uploads, sessions, metrics.
 
 Routers get it through the ``StateDep`` dependency (``server.api.deps``); it lives in a module of its
 own so that routers, services and the app factory can all import it without a cycle.
@@ -18,6 +18,7 @@ from server.metrics import Metrics
 from server.ratelimit import KeyedBuckets
 from server.runtime import InferenceExecutor, resolve_precision
 from server.settings import Settings
+from server.uploads import UploadStore
 
 __all__ = ["AppState", "app_state"]
 
@@ -34,12 +35,15 @@ class AppState:
         self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
                                settings.dissect_threshold, settings.checkpoint_every_s)
+        self.uploads = UploadStore(settings.cache_dir / "uploads", settings.upload_max_items, settings.upload_ttl_s)
+        """Uploaded pictures (``server.api.uploads``), painted like samples."""
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
                                           settings.batch_wait_ms, settings.deadline_s, settings.feature_cache_items,
                                           resolve_precision(settings.precision, self.device),
                                           incremental=settings.incremental,
                                           incremental_bytes=settings.incremental_cache_mb << 20,
-                                          incremental_max_fraction=settings.incremental_max_fraction)
+                                          incremental_max_fraction=settings.incremental_max_fraction,
+                                          uploads=self.uploads)
         self.strips = BytesCache(64 << 20)
         """Unit top-image strips already made (the unit browser shows dozens per page)."""
         self.sessions = SessionStore(settings.session_ttl_s)

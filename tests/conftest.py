@@ -74,7 +74,7 @@ def released_checkpoint(tmp_path: Path, small_sizes: list[int]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A zoo named ``tiny`` (16 px generator, segmenter, classifier) trained for a few steps."""
+    """A zoo named ``tiny`` (16 px generator, segmenter, classifier, encoder) trained for a few steps."""
     from models.train.classifier import ClassifierConfig, train_classifier
     from models.train.gan import GanConfig, train_gan
     from models.train.segmenter import SegmenterConfig, train_segmenter
@@ -91,8 +91,12 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     resume=False, progress=False)
     train_classifier(ClassifierConfig(width=8, resolution=16, dataset_size=32, steps=3, batch_size=4), runs / "cls",
                      resume=False, progress=False)
+    from models.train.encoder import EncoderConfig, train_encoder
+
+    train_encoder(EncoderConfig(model=str(runs / "gan" / "generator.safetensors"), width=8, steps=3, batch_size=4),
+                  runs / "enc", resume=False, progress=False)
     zoo = root / "zoo"
-    for recipe, run in (("gan", "gan"), ("segmenter", "seg"), ("classifier", "cls")):
+    for recipe, run in (("gan", "gan"), ("segmenter", "seg"), ("classifier", "cls"), ("encoder", "enc")):
         assert main(["zoo", "export", recipe, "--run-dir", str(runs / run), "--name", "tiny", "--zoo-dir", str(zoo)]) == 0
     yield zoo
     mp.undo()

@@ -51,14 +51,22 @@ def token_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
                       host="0.0.0.0")
 
 
+@pytest.fixture(scope="module")
+def world128_server(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The shipped default model, which has a picture encoder (uploads need one)."""
+    if "world128/encoder" not in list_zoo():
+        pytest.skip("needs the world128 zoo model and its encoder")
+    yield from _serve(tiny_zoo, tmp_path_factory, {"GANPAINT_INVERT_ADAPT_STEPS": "100"}, model="world128")
+
+
 def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict[str, str] | None = None,
-           host: str = "127.0.0.1"):
-    world = "world64" in list_zoo()
+           host: str = "127.0.0.1", model: str = "world64"):
+    world = model in list_zoo()
     port = free_port()
     env = {**os.environ, "GANPAINT_CACHE_DIR": str(tmp_path_factory.mktemp("browser-cache")), "OMP_NUM_THREADS": "2",
            **(extra or {})}
     if world:  # the small zoo model keeps the browser tests quick whatever the app's default is
-        env.update(GANPAINT_DEFAULT_MODEL="world64")
+        env.update(GANPAINT_DEFAULT_MODEL=model)
     else:
         env.update(GANPAINT_ZOO_DIR=str(tiny_zoo), GANPAINT_DEFAULT_MODEL="tiny", GANPAINT_SEGMENTER="tiny/segmenter",
                    GANPAINT_CLASSIFIER="tiny/classifier",
@@ -80,7 +88,7 @@ def _serve(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory, extra: dict
             pass
         assert proc.poll() is None, log_path.read_text()
         time.sleep(0.5)
-    model = "world64" if world else "tiny"
+    model = model if world else "tiny"
     info = httpx.get(f"{base}/api/models/{model}", headers=auth).json()
     yield {"base": base, "model": model, "world": world, "resolution": info["resolution"], "log": log_path, "port": port}
     proc.terminate()
@@ -419,3 +427,51 @@ def test_a_second_host_name_says_why_the_socket_is_refused(page, token_server: d
                            timeout=20_000)
     text = page.locator("#banner").text_content()
     assert "http://127.0.0.2" in text and "retrying" not in text
+
+
+def test_paint_your_own_picture_then_download(page, world128_server: dict, tmp_path: Path) -> None:
+    """Upload a world render the GAN never made, see the encoder's version then the refined one, paint a
+    tree on its grass, compare with the original, download: the far side of the picture is the upload's
+    own pixels."""
+    from models.world import render_scene, world_seed
+
+    scene = render_scene(world_seed("heldout", 4242), 160, world="framed")
+    wide = np.concatenate([scene.image, scene.image[:, :32]], axis=1)  # 160 x 192: cropped to a square
+    path = tmp_path / "my-scene.png"
+    Image.fromarray(wide).save(path)
+    open_painter(page, world128_server)
+    seq = shown_seq(page)
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="paint your own picture").click()
+    chooser.value.set_files(str(path))
+    page.wait_for_function("() => window.ganpaint.view.upload", timeout=30_000)
+    seq = wait_png(page, seq)
+    upload_id = page.evaluate("() => window.ganpaint.view.upload")
+    base = world128_server["base"]
+    original = np.asarray(Image.open(io.BytesIO(httpx.get(f"{base}/api/uploads/{upload_id}/files/picture.png").content))
+                          .convert("RGB")).astype(np.int32)
+    assert original.shape == (128, 128, 3)
+    assert np.array_equal(pixels(page), original)  # unedited: the picture itself
+    assert "encoder" in page.locator("#upload-status").inner_text()
+    page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('adapted')",
+                           timeout=120_000)
+    assert page.locator("#reconstructions img").count() == 4
+    page.get_by_role("button", name="brush tree").click()
+    page.locator("#strength").fill("100")
+    seq = shown_seq(page)
+    drag(page, 0.1, 0.85, 0.3, 0.95)  # grass at the bottom left
+    seq = wait_png(page, seq)
+    painted = pixels(page)
+    assert np.abs(painted[100:, :40] - original[100:, :40]).mean() > 5
+    assert np.array_equal(painted[:40, 88:], original[:40, 88:])  # the far corner is untouched
+    page.get_by_role("button", name="show the original picture").click()
+    page.wait_for_function("() => document.getElementById('before-after').getAttribute('aria-pressed') === 'true'")
+    assert np.array_equal(pixels(page), original)
+    page.get_by_role("button", name="show the original picture").click()
+    page.wait_for_function("() => document.getElementById('before-after').getAttribute('aria-pressed') === 'false'")
+    assert np.array_equal(pixels(page), painted)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="download PNG").click()
+    data = Path(info.value.path()).read_bytes()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int32), painted)
+    assert "#r=" in page.url  # the share link names the upload

@@ -17,11 +17,16 @@ from server.cli import main
 
 def test_registry_resolves_ids(tiny_zoo: Path) -> None:
     entries = list_zoo(tiny_zoo)
-    assert set(entries) == {"tiny", "tiny/segmenter", "tiny/classifier"}
+    assert set(entries) == {"tiny", "tiny/segmenter", "tiny/classifier", "tiny/encoder"}
     generator = load_model("tiny", zoo_dir=tiny_zoo)
     assert generator.resolution == 16 and next(generator.parameters()).dtype == torch.float32
     assert load_model("tiny/classifier", zoo_dir=tiny_zoo)(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
     assert resolve_weights("tiny", tiny_zoo).name == "generator.safetensors"
+    encoder = load_model("tiny/encoder", zoo_dir=tiny_zoo)
+    assert encoder(torch.zeros(2, 3, 16, 16)).shape == (2, 16, 8, 8)  # tiny's layer4: 16 units at 8x8
+    card = entries["tiny/encoder"].card
+    assert card["architecture"]["generator"].endswith("generator.safetensors")
+    assert set(card["metrics"]) >= {"cosine_mean", "psnr_mean_db"} and -1 <= card["metrics"]["cosine_mean"] <= 1
 
 
 def test_cards_describe_the_files(tiny_zoo: Path) -> None:

@@ -63,6 +63,32 @@ export const samplePage = (id, params) =>
 export const sampleUrl = (id, sample) => `/api/models/${encodeURIComponent(id)}/samples/${sample}.png`;
 export const unitStripUrl = (id, layer, unit, count = 6) =>
   `/api/models/${encodeURIComponent(id)}/layers/${layer}/units/${unit}/top.png?count=${count}`;
+// Upload a picture to paint: multipart POST /api/uploads; the answer names its inversion job.
+export async function uploadPicture(file, modelId) {
+  const form = new FormData();
+  form.append("image", file, file.name || "picture.png");
+  if (modelId) form.append("model", modelId);
+  const response = await fetch("/api/uploads", { method: "POST", headers: headers(), body: form });
+  return (await check(response)).json();
+}
+export const uploadInfo = (id) => getJSON(`/api/uploads/${id}`);
+export const uploadFileUrl = (id, name) => `/api/uploads/${id}/files/${name}`;
+
+// Follow a job's state on /ws/jobs/{id} until it ends; onUpdate gets each state.
+export function followJob(id, onUpdate) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/jobs/${id}`);
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "error") return reject(new Error(message.message));
+      onUpdate(message);
+      if (message.status === "done") resolve(message);
+      else if (["failed", "cancelled", "interrupted"].includes(message.status)) reject(new Error(message.error || message.status));
+    };
+    ws.onerror = () => reject(new Error("job updates failed"));
+  });
+}
+
 export async function renderPng(recipe) {
   return (await postJSON("/api/render", recipe)).blob();
 }

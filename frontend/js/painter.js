@@ -14,10 +14,12 @@ const ui = {
   gridHint: $("grid-hint"), brushCount: $("brush-count"),
   model: $("model-select"), layer: $("layer-select"), banner: $("banner"), status: $("status"), seqInfo: $("seq-info"),
   gotoInput: $("goto-id"), importFile: $("import-file"),
+  uploadFile: $("upload-file"), uploadStatus: $("upload-status"), beforeAfter: $("before-after"),
+  reconstructions: $("reconstructions"), stage: document.querySelector(".stage"),
 };
 
 const state = {
-  view: { model: null, layer: null, sample: 0 },
+  view: { model: null, layer: null, sample: 0, upload: null },
   info: null, brushList: [], brush: null, action: "add", history: new History(),
   current: null, // stroke being drawn: {mask canvas, last point, ...}
   lastPreviewAt: 0, lastPng: null, shownIsPreview: true, pendingFinal: false,
@@ -72,10 +74,8 @@ socket.addEventListener("image", async (event) => {
     bitmap.close();
     return;
   }
-  const ctx = ui.image.getContext("2d");
-  ui.image.width = header.width;
-  ui.image.height = header.height;
-  ctx.drawImage(bitmap, 0, 0);
+  state.shownBitmap = bitmap;
+  if (!state.showOriginal) drawBitmap(bitmap);
   state.shownIsPreview = header.format !== "png";
   if (!state.shownIsPreview) state.lastPng = blob;
   ui.image.dataset.seq = String(header.seq);
@@ -83,6 +83,120 @@ socket.addEventListener("image", async (event) => {
   ui.seqInfo.textContent = `#${header.seq} · ${header.timings.compute_ms.toFixed(1)} ms`;
   if (ui.banner.getAttribute("data-kind") === "warn") banner("", "");
   if (!state.current) drawOverlay();
+});
+
+function drawBitmap(bitmap) {
+  const ctx = ui.image.getContext("2d");
+  ui.image.width = bitmap.width;
+  ui.image.height = bitmap.height;
+  ctx.drawImage(bitmap, 0, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// your own picture: upload, the encoder's instant reconstruction, the inversion job, before/after
+function describeUpload(info) {
+  const psnr = info.psnr_db || {};
+  const parts = [];
+  if (psnr.encoded !== undefined) parts.push(`encoder ${psnr.encoded.toFixed(1)} dB`);
+  if (psnr.refined !== undefined) parts.push(`refined ${psnr.refined.toFixed(1)} dB`);
+  if (psnr.adapted !== undefined) parts.push(`adapted ${psnr.adapted.toFixed(1)} dB`);
+  return parts.length ? `reconstruction PSNR: ${parts.join(" → ")}` : "";
+}
+
+function showReconstructions(info) {
+  ui.reconstructions.replaceChildren();
+  const labels = { "picture.png": "your picture", "encoded.png": "encoder", "refined.png": "refined", "adapted.png": "adapted" };
+  for (const [name, url] of Object.entries(info.files || {})) {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = labels[name] || name;
+    const caption = document.createElement("figcaption");
+    caption.textContent = labels[name] || name;
+    figure.append(img, caption);
+    ui.reconstructions.append(figure);
+  }
+}
+
+async function startUpload(file) {
+  if (!file) return;
+  ui.uploadStatus.textContent = `uploading ${file.name}…`;
+  let info;
+  try {
+    info = await api.uploadPicture(file, state.view.model);
+  } catch (error) {
+    ui.uploadStatus.textContent = "";
+    banner("error", `upload refused: ${error.message}`);
+    return;
+  }
+  await openUpload(info);
+}
+
+async function openUpload(info) {
+  state.view.upload = info.id;
+  state.history = new History();
+  state.lastPng = null;
+  state.original = null;
+  state.showOriginal = false;
+  ui.beforeAfter.disabled = false;
+  ui.beforeAfter.setAttribute("aria-pressed", "false");
+  for (const b of ui.samples.querySelectorAll("button")) b.setAttribute("aria-current", "false");
+  showReconstructions(info);
+  ui.uploadStatus.textContent = describeUpload(info);
+  changed();
+  if (info.job && !["done", "failed", "cancelled"].includes(info.job.status)) {
+    const id = info.id;
+    try {
+      await api.followJob(info.job.id, (job) => {
+        if (state.view.upload === id && job.status === "running") {
+          ui.uploadStatus.textContent = `${describeUpload(info)} · inverting: ${job.message || ""} ` +
+            `${Math.round(job.progress * 100)}%`;
+        }
+      });
+    } catch (error) {
+      if (state.view.upload === id) banner("warn", `inversion stopped: ${error.message}; painting the encoder's version`);
+    }
+    if (state.view.upload !== id) return;
+    const done = await api.uploadInfo(id);
+    showReconstructions(done);
+    ui.uploadStatus.textContent = describeUpload(done);
+    requestRender(false); // the refined, adapted version replaces the preview
+  }
+}
+
+async function toggleOriginal() {
+  if (!state.view.upload) return;
+  state.showOriginal = !state.showOriginal;
+  ui.beforeAfter.setAttribute("aria-pressed", String(state.showOriginal));
+  ui.beforeAfter.textContent = state.showOriginal ? "painted" : "original";
+  if (state.showOriginal) {
+    if (!state.original) {
+      const blob = await (await fetch(api.uploadFileUrl(state.view.upload, "picture.png"))).blob();
+      state.original = await createImageBitmap(blob);
+    }
+    if (state.showOriginal) drawBitmap(state.original);
+  } else if (state.shownBitmap) {
+    drawBitmap(state.shownBitmap);
+  }
+}
+
+$("upload").addEventListener("click", () => ui.uploadFile.click());
+ui.uploadFile.addEventListener("change", () => {
+  startUpload(ui.uploadFile.files[0]);
+  ui.uploadFile.value = "";
+});
+ui.beforeAfter.addEventListener("click", toggleOriginal);
+ui.stage.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  ui.stage.classList.add("dropping");
+});
+ui.stage.addEventListener("dragleave", () => ui.stage.classList.remove("dropping"));
+ui.stage.addEventListener("drop", (event) => {
+  event.preventDefault();
+  ui.stage.classList.remove("dropping");
+  const file = [...(event.dataTransfer?.files || [])].find((f) => /^image\/(png|jpeg)$/.test(f.type));
+  if (file) startUpload(file);
+  else banner("warn", "drop a PNG or JPEG picture");
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +484,11 @@ async function renderSampleStrip(ids) {
 
 function goToSample(id) {
   state.view.sample = id;
+  state.view.upload = null;
+  state.showOriginal = false;
+  ui.beforeAfter.disabled = true;
+  ui.beforeAfter.textContent = "original";
+  ui.reconstructions.replaceChildren();
   state.history = new History();
   state.lastPng = null;
   for (const b of ui.samples.querySelectorAll("button")) b.setAttribute("aria-current", String(b.getAttribute("aria-label") === `sample ${id}`));
@@ -507,13 +626,13 @@ function downloadBlob(blob, name) {
 
 $("download").addEventListener("click", async () => {
   const blob = await api.renderPng(buildRecipe(state.view, state.history.strokes));
-  downloadBlob(blob, `ganpaint-${state.view.model}-${state.view.sample}.png`);
+  downloadBlob(blob, `ganpaint-${state.view.model}-${state.view.upload ? state.view.upload.slice(0, 8) : state.view.sample}.png`);
 });
 $("export").addEventListener("click", () => {
   const recipe = buildRecipe(state.view, state.history.strokes);
   const document_ = { ...recipe, ui: { strokes: state.history.strokes.map((s) => ({ name: s.name, enabled: s.enabled })) } };
   downloadBlob(new Blob([JSON.stringify(document_, null, 2)], { type: "application/json" }),
-    `ganpaint-${state.view.model}-${state.view.sample}.json`);
+    `ganpaint-${state.view.model}-${state.view.upload ? state.view.upload.slice(0, 8) : state.view.sample}.json`);
 });
 $("import").addEventListener("click", () => ui.importFile.click());
 ui.importFile.addEventListener("change", async () => {
@@ -521,9 +640,12 @@ ui.importFile.addEventListener("change", async () => {
   if (!file) return;
   try {
     const recipe = JSON.parse(await file.text());
-    if (recipe.v !== 1 || !Array.isArray(recipe.strokes) || !Number.isInteger(recipe.sample)) throw new Error("not a v1 recipe");
+    const upload = typeof recipe.upload === "string" ? recipe.upload : null;
+    if (recipe.v !== 1 || !Array.isArray(recipe.strokes) || !(Number.isInteger(recipe.sample) || upload)) {
+      throw new Error("not a v1 recipe");
+    }
     if (recipe.model !== state.view.model) await loadModel(recipe.model, recipe.layer);
-    state.view = { model: recipe.model, layer: recipe.layer || state.view.layer, sample: recipe.sample };
+    state.view = { model: recipe.model, layer: recipe.layer || state.view.layer, sample: recipe.sample ?? 0, upload };
     state.history = new History();
     recipe.strokes.forEach((s, i) => state.history.push({ ...s, name: recipe.ui?.strokes?.[i]?.name || s.brush || "units",
       enabled: recipe.ui?.strokes?.[i]?.enabled !== false, strength: s.strength ?? 0.5 }));
@@ -552,6 +674,14 @@ async function start() {
   await loadModel(modelId, shared?.layer || params.get("layer"));
   if (state.urlBrush) selectBrush(state.urlBrush);
   state.view.sample = shared?.sample ?? Number(params.get("sample") || 0);
+  if (shared?.upload) {
+    state.view.upload = shared.upload;
+    ui.beforeAfter.disabled = false;
+    api.uploadInfo(shared.upload).then((info) => {
+      showReconstructions(info);
+      ui.uploadStatus.textContent = describeUpload(info);
+    }).catch((error) => banner("error", `the shared picture is gone: ${error.message}`));
+  }
   if (shared) for (const stroke of shared.strokes || []) state.history.push(stroke);
   ui.gotoInput.value = String(state.view.sample);
   setSize(Number(ui.size.value));

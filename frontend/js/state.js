@@ -45,16 +45,21 @@ export function wireStroke(stroke) {
   return out;
 }
 
+// The picture painted: an uploaded picture ({upload: id}) or a GAN sample ({sample: id}).
+export function source(view) {
+  return view.upload ? { upload: view.upload } : { sample: view.sample };
+}
+
 export function buildRecipe(view, strokes) {
   return {
-    v: 1, model: view.model, layer: view.layer, sample: view.sample,
+    v: 1, model: view.model, layer: view.layer, ...source(view),
     strokes: strokes.filter((s) => s.enabled !== false).map(wireStroke),
   };
 }
 
-// Fragment: base64url(JSON{model, layer, sample, strokes with names/enabled}); same state -> same image.
+// Fragment: base64url(JSON{model, layer, sample | upload, strokes with names/enabled}); same state -> same image.
 export function encodeFragment(view, strokes) {
-  const json = JSON.stringify({ v: 1, model: view.model, layer: view.layer, sample: view.sample, strokes });
+  const json = JSON.stringify({ v: 1, model: view.model, layer: view.layer, ...source(view), strokes });
   const bytes = new TextEncoder().encode(json);
   let binary = "";
   for (const b of bytes) binary += String.fromCharCode(b);
@@ -69,7 +74,8 @@ export function decodeFragment(hash) {
     const binary = atob(b64 + "===".slice((b64.length + 3) % 4));
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
     const state = JSON.parse(new TextDecoder().decode(bytes));
-    if (state.v !== 1 || typeof state.model !== "string" || !Number.isInteger(state.sample)) return null;
+    const upload = typeof state.upload === "string" && /^[0-9a-f]{32}$/.test(state.upload);
+    if (state.v !== 1 || typeof state.model !== "string" || !(Number.isInteger(state.sample) || upload)) return null;
     return state;
   } catch (_) {
     return null;

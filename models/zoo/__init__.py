@@ -136,6 +136,10 @@ def load_model(model_id: str, device: str = "cpu", zoo_dir: str | os.PathLike[st
         from models.classifier import SceneClassifier
 
         model = SceneClassifier(width=int(arch.get("width", 32)))
+    elif entry.kind == "encoder":
+        from models.encoder import LayerEncoder
+
+        model = LayerEncoder(int(arch["out_channels"]), int(arch["out_size"]), int(arch["input"]), int(arch["width"]))
     else:
         raise ZooError(f"zoo model {model_id!r} has unknown kind {entry.kind!r}")
     state = read_weights(entry.weights)

@@ -1,30 +1,26 @@
 """``POST /api/cam``: why did the classifier predict this? CAM-family maps for an upload or a world scene.
 
-Uploads are PNG or JPEG, bounded in bytes (the app's body limit) and in pixels (checked from the
-header before any decoding, so decompression bombs are refused), centre-cropped to a square and
-resized to the classifier's input.
+Uploads are decoded by ``server.pictures.decode_upload`` (PNG or JPEG, bounded in bytes and pixels,
+centre-cropped to a square) at the classifier's input size.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 from typing import Annotated, Any
 
 import numpy as np
 import torch
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from PIL import Image, UnidentifiedImageError
 
 from dissect_core.cam import METHODS, make_method, overlay
 from models.imaging import to_png_bytes
 from server.api.deps import ClassifierDep, StateDep, require_token
 from server.api.errors import ApiError, responses
+from server.pictures import decode_upload
 from server.services import classifier_id
 
 router = APIRouter(prefix="/api", tags=["cam"], dependencies=[Depends(require_token)])
-MAX_PIXELS = 4096 * 4096
-MAX_SIDE = 8192
 MAX_METHODS = 6
 
 
@@ -40,32 +36,6 @@ def classifier_info(state: StateDep,
                 layers.append({"name": name, "units": convs[-1].out_channels})
     return {"id": classifier_id(state), "classes": list(getattr(classifier, "class_names", [])),
             "layers": layers, "cam_layer": getattr(classifier, "target_layer", None)}
-
-
-def decode_upload(data: bytes, size: int) -> np.ndarray:
-    """Bytes -> (size, size, 3) uint8, refusing non-images, other formats and too many pixels."""
-    try:
-        opened = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise ApiError(413, "too_many_pixels", f"the image is over the limit of {MAX_PIXELS:,} pixels") from None
-    except (UnidentifiedImageError, OSError):
-        raise ApiError(422, "not_an_image", "the upload is not a PNG or JPEG image") from None
-    if opened.format not in ("PNG", "JPEG"):
-        raise ApiError(422, "unsupported_format", f"{opened.format} images are not accepted; send PNG or JPEG")
-    width, height = opened.size
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise ApiError(413, "too_many_pixels", f"{width}x{height} is over the limit of {MAX_PIXELS:,} pixels")
-    if opened.format == "JPEG":
-        opened.draft("RGB", (2 * size, 2 * size))  # decode a large photo at a fraction of its size
-    try:
-        image = opened.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise ApiError(422, "not_an_image", "the image data is damaged") from None
-    width, height = image.size  # a JPEG's draft decode is smaller than its header says
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
 
 
 def _data_url(pixels: np.ndarray) -> str:

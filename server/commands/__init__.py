@@ -29,6 +29,7 @@ def _load() -> list[Command]:
         dynamics,
         evaluate,
         featviz,
+        invert,
         netdissect,
         render,
         serve,
@@ -39,7 +40,8 @@ def _load() -> list[Command]:
     )
 
     return [serve.COMMAND, render.COMMAND, dissect.COMMAND, brushes.COMMAND, dynamics.COMMAND, netdissect.COMMAND,
-            featviz.COMMAND, topk.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND, cache.COMMAND]
+            featviz.COMMAND, topk.COMMAND, train.COMMAND, evaluate.COMMAND, zoo.COMMAND, world.COMMAND, cache.COMMAND,
+            invert.COMMAND]
 
 
 COMMANDS: list[Command] = _load()

@@ -1,4 +1,4 @@
-"""``ganpaint train gan|segmenter|classifier``: the zoo's training recipes (resumable, seeded)."""
+"""``ganpaint train gan|segmenter|classifier|encoder``: the zoo's training recipes (resumable, seeded)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from models.train.common import TrainingCancelled, stop_signals
 from server.commands import Command, CommandError
 from server.devices import resolve_device
 
-_RECIPES = ("gan", "segmenter", "classifier")
+_RECIPES = ("gan", "segmenter", "classifier", "encoder")
 
 
 def _config_class(recipe: str) -> type:
@@ -23,6 +23,10 @@ def _config_class(recipe: str) -> type:
         from models.train.segmenter import SegmenterConfig
 
         return SegmenterConfig
+    if recipe == "encoder":
+        from models.train.encoder import EncoderConfig
+
+        return EncoderConfig
     from models.train.classifier import ClassifierConfig
 
     return ClassifierConfig
@@ -30,6 +34,8 @@ def _config_class(recipe: str) -> type:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", choices=_RECIPES, help="what to train")
+    parser.add_argument("--model", help="encoder only: the generator to encode for (zoo id or weight file; "
+                        "the same as --set model=...)")
     parser.add_argument("--run-dir", type=Path, required=True, help="directory for checkpoints, logs and outputs")
     parser.add_argument("--config", type=Path, help="JSON file overriding recipe defaults (keys as in config.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -68,7 +74,10 @@ def build_config(recipe: str, config_file: Path | None, overrides: list[str]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    config = build_config(args.recipe, args.config, args.set)
+    if args.model is not None and args.recipe != "encoder":
+        raise CommandError("--model is for `train encoder` (the generator it encodes for)")
+    overrides = list(args.set) + ([f"model={json.dumps(args.model)}"] if args.model is not None else [])
+    config = build_config(args.recipe, args.config, overrides)
     try:
         device = str(resolve_device(args.device))
     except ValueError as exc:
@@ -89,6 +98,11 @@ def _train(args: argparse.Namespace, config: object, device: str) -> int:
 
             out = train_segmenter(config, args.run_dir, resume=not args.fresh, device=device,  # type: ignore[arg-type]
                                   progress=not args.no_progress, max_seconds=args.max_seconds)
+        elif args.recipe == "encoder":
+            from models.train.encoder import train_encoder
+
+            out = train_encoder(config, args.run_dir, resume=not args.fresh, device=device,  # type: ignore[arg-type]
+                                progress=not args.no_progress, max_seconds=args.max_seconds)
         else:
             from models.train.classifier import train_classifier
 
@@ -105,5 +119,5 @@ def _train(args: argparse.Namespace, config: object, device: str) -> int:
     return 0
 
 
-COMMAND = Command(name="train", help="train a zoo model (gan, segmenter or classifier) on the scene world",
+COMMAND = Command(name="train", help="train a zoo model (gan, segmenter, classifier, or the encoder of a generator) on the scene world",
                   add_arguments=add_arguments, run=run)
