@@ -24,9 +24,15 @@ must be turned down too; on world64 layer4 a dome appears on 2 % of building top
 8 % of units at q99, on 67 % with the mean feature (``bench/paint_efficacy.py``).
 
 A brush learned by ``ganpaint brushes`` (``dissect_core.insertion``: per-unit weights and an
-insertion vector, ``LayerTable.insertion_vector``) writes its units at that vector with opacity
-``min(1, weight * (0.5 + s))``; on world128 it draws domes on 76 % of building tops where the mean
-feature draws 3 %, and trees on open ground more than in open sky.
+insertion vector, ``LayerTable.insertion_vector``) writes its units at that vector; on world128 it
+draws domes on 76 % of building tops where the mean feature draws 3 %, and trees on open ground
+more than in open sky. Its strength works in two halves, so that the whole slider matters
+(``learned_insertion``): up to the default 0.5 the opacity rises from half the learned weights to
+the weights; above it (``t = 2 s - 1``) the opacity rises on to 1, the written values grow to
+``(1 + t)`` times the vector, and a *halo* of opacity ``HALO * t`` spreads into the cells around the
+painted ones, so the object grows. Most of a dome's or a door's weights are near 1, so opacity
+alone saturated: 0 -> 0.5 changed the image near the stroke by about 9 grey levels, 0.5 -> 1 by 1
+(``bench/strength.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from torch.nn import functional as F
 if TYPE_CHECKING:
     from dissect_core.gandissect import LayerTable
 
-__all__ = ["Stroke", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion",
+__all__ = ["Stroke", "HALO", "learned_halo", "unit_values", "brush_units", "brush_edit", "BrushEdit", "concept_insertion",
            "learned_insertion", "pool_mask", "edit_maps", "batch_edit_maps", "apply_edit",
            "MAX_UNIT_FRACTION"]
 
@@ -63,6 +69,9 @@ class Stroke:
     """Opacity of an add or remove stroke (multiplies the pooled mask)."""
     weights: tuple[float, ...] = ()
     """Per-unit opacity in [0, 1] (learned insertion); empty means 1 for every unit."""
+    halo: float = 0.0
+    """Opacity (times ``alpha`` and the weights) of the cells next to the pooled mask's cells: a
+    strong learned brush grows its object into its neighbours."""
 
     def __post_init__(self) -> None:
         if self.action not in ("add", "remove", "erase"):
@@ -73,6 +82,8 @@ class Stroke:
             raise ValueError(f"mask must be 2-d (H, W), got {tuple(self.mask.shape)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.halo <= 1.0:
+            raise ValueError(f"halo must be in [0, 1], got {self.halo}")
         if self.weights and (len(self.weights) != len(self.units) or not all(0.0 <= w <= 1.0 for w in self.weights)):
             raise ValueError("weights need one value in [0, 1] per unit")
 
@@ -102,18 +113,30 @@ def concept_insertion(feature: Sequence[float] | torch.Tensor, strength: float) 
     return tuple(range(len(values))), values, 0.5 + strength / 2
 
 
+HALO = 0.12
+"""Opacity of the halo around a learned brush's stroke at full strength (``learned_insertion``)."""
+
+
 def learned_insertion(alpha: Sequence[float] | np.ndarray, value: Sequence[float] | np.ndarray, strength: float,
                       min_weight: float = 0.01) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
     """Units, values and per-unit opacities of an add stroke with learned weights (``dissect_core.insertion``):
-    the units whose weight is at least ``min_weight``, written at the insertion vector with opacity
-    ``min(1, weight * (0.5 + strength))`` (the learned weights themselves at the default 0.5)."""
+    the units whose weight is at least ``min_weight``, written at the insertion vector. Up to the default
+    strength 0.5 the opacity is ``weight * (0.5 + strength)`` (the learned weights at 0.5); above it,
+    with ``t = 2 * strength - 1``, the opacity is ``weight + (1 - weight) * t`` and the values
+    ``(1 + t) * vector`` (the halo, ``learned_halo``, is the stroke's)."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     alpha = np.asarray(alpha, dtype=np.float64)
     units = tuple(int(u) for u in np.flatnonzero(alpha >= min_weight))
-    scale = 0.5 + strength
-    return (units, tuple(float(value[u]) for u in units),
-            tuple(float(min(1.0, alpha[u] * scale)) for u in units))
+    t = max(0.0, 2 * strength - 1)
+    opacity = alpha * (0.5 + strength) if strength <= 0.5 else alpha + (1 - alpha) * t
+    return (units, tuple(float(value[u]) * (1 + t) for u in units),
+            tuple(float(min(1.0, opacity[u])) for u in units))
+
+
+def learned_halo(strength: float) -> float:
+    """The halo opacity of a learned brush at ``strength``: 0 up to 0.5, ``HALO`` at 1."""
+    return HALO * max(0.0, 2 * strength - 1)
 
 
 class BrushEdit(NamedTuple):
@@ -123,9 +146,11 @@ class BrushEdit(NamedTuple):
     values: tuple[float, ...]
     alpha: float
     weights: tuple[float, ...]
+    halo: float = 0.0
 
     def stroke(self, action: Action, mask: torch.Tensor, soft: bool = False) -> Stroke:
-        return Stroke(self.units, self.values if action == "add" else (), action, mask, soft, self.alpha, self.weights)
+        return Stroke(self.units, self.values if action == "add" else (), action, mask, soft, self.alpha, self.weights,
+                      self.halo if action == "add" else 0.0)
 
 
 def brush_edit(table: LayerTable, concept: str, action: Action, strength: float) -> BrushEdit:
@@ -144,7 +169,7 @@ def brush_edit(table: LayerTable, concept: str, action: Action, strength: float)
             assert table.insertion_alpha is not None
             units, values, weights = learned_insertion(table.insertion_alpha[number], table.insertion_vector(concept),  # type: ignore[arg-type]
                                                        strength)
-            return BrushEdit(units, values, 1.0, weights)
+            return BrushEdit(units, values, 1.0, weights, learned_halo(strength))
         if mode == "feature":
             units, values, alpha = concept_insertion(table.concept_feature(concept), strength)  # type: ignore[arg-type]
             return BrushEdit(units, values, alpha, ())
@@ -167,6 +192,9 @@ def edit_maps(strokes: Sequence[Stroke], shape: tuple[int, int, int], device: to
     b_acc = torch.zeros(shape, device=device, dtype=dtype)
     for stroke in strokes:
         m = pool_mask(stroke.mask.to(device), (h, w), stroke.soft).to(dtype)
+        if stroke.halo > 0:  # the cells around the painted ones, at the halo's opacity
+            around = F.max_pool2d(m[None, None], 3, 1, 1)[0, 0]
+            m = torch.maximum(m, around * stroke.halo)
         if stroke.action == "erase":
             a_acc *= 1 - m
             b_acc *= 1 - m

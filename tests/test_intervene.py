@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dissect_core.intervene import Stroke, apply_edit, batch_edit_maps, brush_units, edit_maps, pool_mask
+from dissect_core.intervene import HALO, Stroke, apply_edit, batch_edit_maps, brush_units, edit_maps, pool_mask
 from dissect_core.nethook import Trace
 from models.proggan import ProgressiveGenerator
 
@@ -129,25 +129,30 @@ def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units(tmp_path: 
         causal={"tree": [7, 3, 1, 0, 2, 4, 5, 6, 8, 9], "dome": [2, 1, 0, 3, 4, 5, 6, 7, 8, 9]},
         concept_features=np.stack([np.zeros(units), np.linspace(1, 2, units), np.zeros(units)]),
         concept_cells=np.array([0, 12, 0]))
-    chosen, values, alpha, weights = brush_edit(table, "tree", "add", 0.5)
+    chosen, values, alpha, weights, _ = brush_edit(table, "tree", "add", 0.5)
     assert chosen == tuple(range(units)) and values == pytest.approx(tuple(np.linspace(1, 2, units)))
     assert alpha == 0.75 and brush_edit(table, "tree", "add", 1.0).alpha == 1.0 and weights == ()
     assert table.insertion("tree") == "feature"
     # no feature for dome (it never covered a cell): its top units at q99, scaled by strength
-    chosen, values, alpha, _ = brush_edit(table, "dome", "add", 0.5)
+    chosen, values, alpha, _, _ = brush_edit(table, "dome", "add", 0.5)
     assert chosen == (2,) and values == (2.0,) and alpha == 1.0
-    chosen, values, alpha, _ = brush_edit(table, "tree", "remove", 1.0)
+    chosen, values, alpha, _, _ = brush_edit(table, "tree", "remove", 1.0)
     assert chosen == (7, 3) and values == () and alpha == 1.0
     with pytest.raises(KeyError):
         brush_edit(table, "lamp", "add", 0.5)
 
-    # learned weights: only the weighted units, at the insertion vector, opacity = weight x (0.5 + s)
+    # learned weights: only the weighted units, at the insertion vector; up to s = 0.5 opacity = weight x (0.5 + s),
+    # above it (t = 2s - 1) opacity -> 1, values x (1 + t) and a halo around the stroke
     table.insertion_alpha = np.zeros((3, units))
     table.insertion_alpha[1, [4, 8]] = [0.8, 0.3]
     assert table.insertion("tree") == "learned" and table.insertion("dome") == "units"
     edit = brush_edit(table, "tree", "add", 0.5)
     assert edit.units == (4, 8) and edit.values == pytest.approx((np.linspace(1, 2, units)[4], np.linspace(1, 2, units)[8]))
-    assert edit.weights == pytest.approx((0.8, 0.3)) and brush_edit(table, "tree", "add", 1.0).weights == pytest.approx((1.0, 0.45))
+    assert edit.weights == pytest.approx((0.8, 0.3)) and edit.halo == 0
+    assert brush_edit(table, "tree", "add", 0.0).weights == pytest.approx((0.4, 0.15))
+    strong = brush_edit(table, "tree", "add", 0.75)  # t = 0.5
+    assert strong.weights == pytest.approx((0.9, 0.65)) and strong.values == pytest.approx(tuple(1.5 * v for v in edit.values))
+    assert strong.halo == pytest.approx(0.5 * HALO) and brush_edit(table, "tree", "add", 1.0).weights == pytest.approx((1.0, 1.0))
     x = torch.zeros(1, units, 4, 4)
     mask = torch.zeros(4, 4)
     mask[1:3, 1:3] = 1
@@ -157,6 +162,14 @@ def test_brush_edit_adds_the_concept_feature_and_removes_ranked_units(tmp_path: 
     assert out[0, 4, 0, 0] == 0 and out[0, [0, 1, 2, 3, 5, 6, 7, 9]].abs().sum() == 0
     with pytest.raises(ValueError, match="weights"):
         Stroke((0, 1), (1.0, 1.0), "add", mask, weights=(0.5,))
+    # the halo: the cells around the painted ones at halo x weight; farther cells untouched
+    a, b = edit_maps([strong.stroke("add", mask)], (units, 4, 4))
+    assert a[4, 1, 1] == pytest.approx(0.9) and a[4, 0, 0] == pytest.approx(0.9 * 0.5 * HALO)
+    small = torch.zeros(4, 4)
+    small[0, 0] = 1
+    a, _ = edit_maps([strong.stroke("add", small)], (units, 4, 4))
+    assert a[4, 1, 1] > 0 and a[4, 2, 2] == 0 and a[4, 0, 3] == 0
+    assert strong.stroke("remove", mask).halo == 0  # removal stays inside the mask
 
     # a learned insertion vector replaces the mean feature; a table saved and loaded keeps it
     table.insertion_value = np.zeros((3, units))

@@ -201,3 +201,53 @@ def test_a_model_without_an_encoder_refuses_uploads(tiny_zoo: Path, tmp_path: Pa
         assert response.status_code == 422 and response.json()["error"]["code"] == "no_encoder"
         root = app.state.ganpaint.uploads.root
         assert not root.exists() or not any(root.iterdir())
+
+
+def test_an_inversion_can_be_cancelled_and_the_upload_survives_a_restart(tiny_zoo: Path, tmp_path: Path) -> None:
+    settings = make_settings(tiny_zoo, tmp_path, invert_refine_steps=10_000, invert_adapt_steps=10_000)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        body = upload(client, png_bytes(scene(seed=3))).json()
+        job_id = body["job"]["id"]
+        job = app.state.ganpaint.jobs.get(job_id)
+        deadline = time.monotonic() + 30
+        while job.progress == 0 and time.monotonic() < deadline:  # running, past its first steps
+            job.wait_changed(job.version, 0.5)
+        assert client.delete(f"/api/jobs/{job_id}").status_code == 200
+        assert wait_job(app, job_id)["status"] == "cancelled"
+        status = client.get(f"/api/uploads/{body['id']}").json()
+        assert status["stage"] == "encoded"  # nothing half-made: the encoder's version paints on
+        first = client.post("/api/render", json={"model": "tiny", "upload": body["id"]}).content
+        cookies = dict(client.cookies)
+    restarted = create_app(settings)
+    with TestClient(restarted, cookies=cookies) as client:
+        assert body["id"] in [u["id"] for u in client.get("/api/uploads").json()["uploads"]]
+        assert client.post("/api/render", json={"model": "tiny", "upload": body["id"]}).content == first
+        again = client.post(f"/api/uploads/{body['id']}/invert")
+        assert again.status_code == 202 and again.json()["job"]["id"] == job_id  # the same work runs again
+        assert again.json()["job"]["status"] in ("queued", "running")
+        assert client.post(f"/api/uploads/{'f' * 32}/invert").status_code == 404
+        restarted.state.ganpaint.jobs.cancel_all()
+        restarted.state.ganpaint.jobs.wait_idle(60)
+
+
+def test_upload_store_expires_and_bounds_its_items(tmp_path: Path) -> None:
+    from server.uploads import UploadStore
+
+    now = [1000.0]
+    store = UploadStore(tmp_path / "u", max_items=2, ttl_s=100, clock=lambda: now[0])
+    pics = [np.full((4, 4, 3), v, np.uint8) for v in (1, 2, 3)]
+    a, new = store.add("m", pics[0], "alice")
+    assert new and store.add("m", pics[0], "bob") == (store.get(a["id"]), False)  # same picture, same id
+    assert store.get(a["id"])["owners"] == ["alice", "bob"]
+    now[0] += 10
+    b, _ = store.add("m", pics[1], "alice")
+    now[0] += 10
+    c, _ = store.add("m", pics[2], "alice")  # a third: the least recently used goes
+    assert store.get(a["id"]) is None and store.get(b["id"]) is not None and store.get(c["id"]) is not None
+    assert [u["id"] for u in store.list("alice")] == [c["id"], b["id"]]
+    assert store.list("bob") == []
+    assert store.remove(b["id"], "mallory") is False and store.get(b["id"]) is not None
+    now[0] += 150  # past the ttl
+    assert store.get(b["id"]) is None and not (tmp_path / "u" / b["id"]).exists()
+    assert store.add("other-model", pics[2], "alice")[0]["id"] != c["id"]  # an upload belongs to one model

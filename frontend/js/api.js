@@ -72,6 +72,9 @@ export async function uploadPicture(file, modelId) {
   return (await check(response)).json();
 }
 export const uploadInfo = (id) => getJSON(`/api/uploads/${id}`);
+export async function invertUpload(id) {
+  return (await postJSON(`/api/uploads/${id}/invert`, {})).json();
+}
 export const uploadFileUrl = (id, name) => `/api/uploads/${id}/files/${name}`;
 
 // Follow a job's state on /ws/jobs/{id} until it ends; onUpdate gets each state.

@@ -144,6 +144,11 @@ async function openUpload(info) {
   showReconstructions(info);
   ui.uploadStatus.textContent = describeUpload(info);
   changed();
+  await followInversion(info);
+}
+
+// While the upload's inversion job runs, show its progress; when it ends, paint the refined version.
+async function followInversion(info) {
   if (info.job && !["done", "failed", "cancelled"].includes(info.job.status)) {
     const id = info.id;
     try {
@@ -677,9 +682,10 @@ async function start() {
   if (shared?.upload) {
     state.view.upload = shared.upload;
     ui.beforeAfter.disabled = false;
-    api.uploadInfo(shared.upload).then((info) => {
+    api.uploadInfo(shared.upload).then(async (info) => {
       showReconstructions(info);
       ui.uploadStatus.textContent = describeUpload(info);
+      if (info.stage === "encoded") await followInversion(await api.invertUpload(info.id)); // interrupted before
     }).catch((error) => banner("error", `the shared picture is gone: ${error.message}`));
   }
   if (shared) for (const stroke of shared.strokes || []) state.history.push(stroke);

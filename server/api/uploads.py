@@ -195,6 +195,24 @@ def upload_file(upload_id: UploadId, name: Annotated[str, Path(pattern=r"^[a-z]+
     return FileResponse(path, media_type="image/png")
 
 
+@router.post("/uploads/{upload_id}/invert", status_code=202,
+             summary="(Re)start an upload's inversion (after a restart interrupted it, or to redo it)",
+             responses=responses(404, 503))
+async def invert_upload(upload_id: UploadId, state: StateDep) -> JSONResponse:
+    """The job that refines and adapts the upload with the server's steps; the running or finished one
+    when there is one (the same parameters are the same job)."""
+    meta = _meta(state, upload_id)
+    loaded = await load_model(state, meta["model"])
+    encoder = await asyncio.to_thread(state.catalog.encoder, loaded)
+    if encoder is None:
+        raise ApiError(422, "no_encoder", f"model {loaded.id!r} has no picture encoder")
+    if not state.uploads.path(upload_id, ENCODED).is_file():
+        await state.executor.call(lambda: _encode(state, loaded, upload_id, encoder))
+    job = start_inversion(state, loaded, upload_id, encoder, state.settings.invert_refine_steps,
+                          state.settings.invert_adapt_steps)
+    return JSONResponse(_describe(state, meta, job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+
 @router.delete("/uploads/{upload_id}", summary="Remove one of the caller's uploads", responses=responses(404))
 def delete_upload(upload_id: UploadId, request: Request, state: StateDep) -> dict[str, Any]:
     owner, _ = _owner(request)
