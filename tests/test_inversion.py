@@ -86,10 +86,12 @@ def test_refine_and_adapt_bring_a_picture_closer() -> None:
     goal = to8(target)
     with torch.no_grad():
         before = psnr(goal, to8(suffix_with(generator, "layer4", start)))
-    refined = refine(generator, "layer4", target, start, steps=60, lr=0.05)
+    refined = refine(generator, "layer4", target, start, steps=60, lr=0.05, residual_weight=1.0)
     with torch.no_grad():
         after = psnr(goal, to8(suffix_with(generator, "layer4", refined)))
     assert after > before + 2
+    held = refine(generator, "layer4", target, start, steps=60, lr=0.05)  # the default L2 weight, 10
+    assert (held - start).norm() < (refined - start).norm()
     adaptation = adapt(generator, "layer4", refined, target, steps=60, lr=0.05)
     assert set(adaptation.scales) == {"layer8", "layer10"}
     with torch.no_grad():

@@ -79,7 +79,7 @@ def main() -> None:
             time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+            page = browser.new_page(viewport={"width": 1280, "height": 1060}, device_scale_factor=1)
             page.goto(f"{base}/?model={args.model}")
             page.wait_for_selector("body[data-ready=true]", timeout=60_000)
             with page.expect_file_chooser() as chooser:
@@ -90,18 +90,10 @@ def main() -> None:
             time.sleep(1)
             box = page.locator("#overlay").bounding_box()
             page.get_by_role("button", name="brush tree").click()
-            page.locator("#brush-size").fill("16")
-            cy, cx, d = (y + 1) / 8, (x + 1) / 8, 0.5 / 8
-
-            def at(fy: float, fx: float) -> tuple[float, float]:
-                return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
-
-            points = [(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d), (cy, cx)]
-            page.mouse.move(*at(*points[0]))
-            page.mouse.down()
-            for point in points[1:]:
-                page.mouse.move(*at(*point), steps=8)
-            page.mouse.up()
+            page.locator("#brush-size").fill("30")  # one dab of the default 2x2-cell brush
+            cy, cx = (y + 1) / 8, (x + 1) / 8
+            page.mouse.click(box["x"] + cx * box["width"], box["y"] + cy * box["height"])
+            page.mouse.move(box["x"] + box["width"] + 40, box["y"])  # the cursor ring off the picture
             time.sleep(3)
             status = page.locator("#upload-status").inner_text()
             page.screenshot(path=str(args.out / "upload.png"))
