@@ -25,9 +25,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from server.jobstore import JobStore
+
+if TYPE_CHECKING:
+    from server.jobstore_redis import RedisJobStore
 
 __all__ = ["Job", "JobManager", "JobCancelled", "QueueFull", "JobStatus", "TERMINAL"]
 
@@ -69,6 +72,9 @@ class Job:
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     version: int = 0
     """Incremented on every change (progress, status); ``wait_changed`` waits for a newer one."""
+    remote: bool = False
+    """A job another server process runs (a shared store's record): read-only here; its changes
+    arrive through ``JobManager.watch``."""
 
     def _touch(self, durable: bool = True) -> None:
         """Record a change and wake the waiters (call with ``changed`` held); ``durable`` changes
@@ -123,7 +129,8 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, results_dir: Path, max_running: int = 1, max_jobs: int = 64, store: JobStore | None = None) -> None:
+    def __init__(self, results_dir: Path, max_running: int = 1, max_jobs: int = 64,
+                 store: JobStore | RedisJobStore | None = None) -> None:
         self.results_dir = results_dir
         self.max_jobs = max_jobs
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -131,17 +138,55 @@ class JobManager:
         self.max_running = max_running
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
-        self.store = store if store is not None else JobStore(results_dir / "jobs.sqlite3")
+        self.store: Any = store if store is not None else JobStore(results_dir / "jobs.sqlite3")
+        self.shared = hasattr(self.store, "renew")
+        """Whether other processes share the store (Redis): their jobs are found and followed, not rerun."""
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning("%d job(s) were interrupted by the last shutdown; the same request runs them again", interrupted)
         for record in self.store.all(4 * max_jobs):
-            job = Job(record["id"], record["kind"], record["params"], results_dir / record["id"],
-                      status=record["status"], progress=record["progress"], message=record["message"],
-                      result=record["result"], error=record["error"], created=record["created"],
-                      finished=record["finished"], notes=record["notes"])
+            if self.shared and record["status"] not in TERMINAL:
+                continue  # a living process runs it: found through the store when asked for
+            job = self.from_record(record)
             job.persist = self._persist
             self._jobs[job.id] = job
+        self._renewer: threading.Thread | None = None
+        self._closed = threading.Event()
+        if self.shared:
+            self._renewer = threading.Thread(target=self._renew_leases, name="job-leases", daemon=True)
+            self._renewer.start()
+
+    def from_record(self, record: dict[str, Any], remote: bool = False) -> Job:
+        return Job(record["id"], record["kind"], record["params"], self.results_dir / record["id"],
+                   status=record["status"], progress=record["progress"], message=record["message"],
+                   result=record["result"], error=record["error"], created=record["created"],
+                   finished=record["finished"], notes=record["notes"], remote=remote)
+
+    def _renew_leases(self) -> None:
+        """Keep this process's live jobs leased in the shared store, and pass on cancellations that
+        other processes asked for."""
+        period = max(self.store.lease_ms / 3000, 0.2)
+        while not self._closed.wait(period):
+            with self._lock:
+                live = [j for j in self._jobs.values() if j.status not in TERMINAL and not j.remote]
+            try:
+                self.store.renew([j.id for j in live])
+                for job in live:
+                    if self.store.cancel_requested(job.id):
+                        job.cancel_event.set()
+            except Exception:  # the store is away for a moment: the next round tries again
+                log.warning("cannot renew job leases", exc_info=True)
+
+    def _remote(self, job_id: str) -> Job | None:
+        """Another process's job, from the shared store (None when there is no record)."""
+        if not self.shared:
+            return None
+        record = self.store.get(job_id)
+        return self.from_record(record, remote=True) if record is not None else None
+
+    def watch(self, job: Job, timeout: float) -> Any:
+        """An iterator of a remote job's records as they change (None after ``timeout`` s without one)."""
+        return self.store.watch(job.id, timeout)
 
     def _persist(self, job: Job) -> None:
         try:
@@ -157,6 +202,11 @@ class JobManager:
         """Start ``work`` as a job, or return the job already doing it or done with it (its files
         still on disk); a failed, cancelled or interrupted one runs again."""
         job_id = self.job_id(kind, params)
+        if self.shared and job_id not in self._jobs:
+            other = self._remote(job_id)
+            if other is not None and (other.status in ("queued", "running") or
+                                      (other.status == "done" and other.directory.is_dir())):
+                return other  # another process runs it or has finished it: the same job
         with self._lock:
             existing = self._jobs.get(job_id)
             if existing is not None and (existing.status in ("queued", "running") or
@@ -214,10 +264,14 @@ class JobManager:
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        return job if job is not None else self._remote(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
         job = self.get(job_id)
+        if job is not None and job.remote and job.status not in TERMINAL:
+            self.store.request_cancel(job_id)  # its process sees it within a lease period
+            return job
         if job is not None and job.status not in TERMINAL:
             job.cancel_event.set()
             if job.status == "queued":
@@ -255,3 +309,7 @@ class JobManager:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._stopping = False
+
+    def close(self) -> None:
+        """Stop renewing leases (the process is going away)."""
+        self._closed.set()

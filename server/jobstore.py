@@ -1,4 +1,5 @@
-"""Job records in an embedded database, so finished work is found again after a restart.
+"""Job records in an embedded database, so finished work is found again after a restart (one
+process; ``server.jobstore_redis`` is the same interface for several processes sharing a store).
 
 SQLite in WAL mode (readers never wait for the writer; a crash leaves the last committed state),
 one row per job: kind, parameters, status, progress, message, result, error, notes, times. Jobs
@@ -56,6 +57,11 @@ class JobStore:
         row = [json.dumps(record[f]) if f in _JSON else record[f] for f in _FIELDS]
         with self._lock:
             self._db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})", row)
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._record(row) if row is not None else None
 
     def all(self, limit: int) -> list[dict[str, Any]]:
         """The ``limit`` most recent records, oldest first."""

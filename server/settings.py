@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     """Messages a second one painting connection is read at, past its burst (a drag sends about 60)."""
     ws_message_burst: int = Field(60, ge=1, le=100_000)
 
+    redis_url: str | None = None
+    """``redis://host:port/db``: keep job records in Redis, shared by every server process (replicas
+    behind one address, ``ganpaint serve --cluster``); default: SQLite beside the job results.
+    Results, tables and uploads then belong on a volume the processes share (``cache_dir``)."""
     job_workers: int = Field(1, ge=1, le=16)
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)

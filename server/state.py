@@ -48,7 +48,12 @@ class AppState:
         """Unit top-image strips already made (the unit browser shows dozens per page)."""
         self.sessions = SessionStore(settings.session_ttl_s)
         self.login_attempts = KeyedBuckets(settings.login_per_minute / 60, burst=5)
-        self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers)
+        store = None
+        if settings.redis_url:
+            from server.jobstore_redis import RedisJobStore
+
+            store = RedisJobStore(settings.redis_url)
+        self.jobs = JobManager(settings.cache_dir / "jobs", max_running=settings.job_workers, store=store)
         self.classifier: torch.nn.Module | None = None
         self.ready = False
         self.draining = False

@@ -213,6 +213,9 @@ async def job_updates(websocket: WebSocket, job_id: str) -> None:
             await websocket.send_text(json.dumps({"type": "error", "code": "unknown_job", "message": f"no job {job_id}"}))
             await websocket.close()
             return
+        if job.remote:
+            await _stream_remote(websocket, state, job)
+            return
         version = -1
         while True:
             # woken by the job's own change notifications (progress, status), not by polling
@@ -224,3 +227,21 @@ async def job_updates(websocket: WebSocket, job_id: str) -> None:
         await websocket.close()
     except WebSocketDisconnect:
         pass  # the page went away: a normal end, nothing to log
+
+
+async def _stream_remote(websocket: WebSocket, state: Any, job: Job) -> None:
+    """A job another server process runs: its records as the shared store publishes them (the
+    current one first, and again every 5 s without news, so a missed message costs at most that)."""
+    updates = state.jobs.watch(job, 5.0)
+    try:
+        snapshot = job.describe()
+        await websocket.send_text(json.dumps({"type": "job", **snapshot}))
+        while snapshot["status"] not in TERMINAL:
+            record = await asyncio.to_thread(next, updates)
+            fresh = state.jobs.get(job.id) if record is None else None
+            current = fresh if fresh is not None else (state.jobs.from_record(record, remote=True) if record else job)
+            snapshot = current.describe()
+            await websocket.send_text(json.dumps({"type": "job", **snapshot}))
+        await websocket.close()
+    finally:
+        updates.close()
