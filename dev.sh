@@ -23,10 +23,10 @@ ensure_env() {
             "$VENV/bin/python" -m pip install --quiet --upgrade pip
             if [ -n "${GANPAINT_TORCH:-}" ]; then
                 "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -e '.[dev,real]'
+                "$VENV/bin/python" -m pip install --quiet -e '.[dev,real,cluster]'
             else
                 "$VENV/bin/python" -m pip install --quiet -c constraints.txt "$TORCH_SPEC"
-                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[dev,real]'
+                "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[dev,real,cluster]'
             fi
         )
         touch "$stamp"

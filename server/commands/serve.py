@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,6 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, help="dissection cache directory")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--cluster", action="store_true",
+                        help="serve through Ray Serve on several replicas (pip install 'ganpaint[cluster]'; "
+                             "docs/scaling.md)")
+    parser.add_argument("--replicas", type=int, default=2, help="--cluster: replicas (default 2)")
+    parser.add_argument("--painters-per-replica", type=int, default=16,
+                        help="--cluster: open painting connections one replica serves (default 16)")
+    parser.add_argument("--gpus-per-replica", type=float, default=0.0, help="--cluster: GPUs each replica reserves")
+    parser.add_argument("--ray-address", help="--cluster: join this Ray cluster instead of starting a local one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,10 +44,27 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc).splitlines()[0] + ": " + exc.errors()[0]["msg"]) from exc
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_default_model(settings)
+    if args.cluster:
+        return _serve_cluster(args, settings)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, ws_max_size=settings.ws_max_bytes,
                 ws_per_message_deflate=False, timeout_graceful_shutdown=10, log_level=args.log_level,
                 server_header=False)
+    return 0
+
+
+def _serve_cluster(args: argparse.Namespace, settings: Any) -> int:
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise CommandError("--cluster needs Ray Serve: pip install 'ganpaint[cluster]'") from None
+    if args.replicas < 1 or args.painters_per_replica < 1 or args.gpus_per_replica < 0:
+        raise CommandError("--replicas and --painters-per-replica must be at least 1, --gpus-per-replica >= 0")
+    from server.cluster import ClusterConfig, deploy
+
+    config = ClusterConfig(args.replicas, args.painters_per_replica, args.gpus_per_replica)
+    deploy(settings, config, address=args.ray_address, blocking=True)
     return 0
 
 
