@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -71,6 +72,8 @@ class UploadStore:
         self._lock = threading.RLock()
         self.max_sources = 32
         self._sources: dict[tuple[str, str, int, str], PictureSource] = {}
+        self._touched: dict[str, float] = {}
+        """When painting last marked each upload used (``touch`` writes it to disk once a minute)."""
         """Loaded picture sources (painting reads one per render), newest last."""
 
     # --- adding and finding ---------------------------------------------------------------------
@@ -110,17 +113,25 @@ class UploadStore:
             if meta is None:
                 return None
             if self._clock() - meta["used"] > self.ttl_s:
-                shutil.rmtree(directory, ignore_errors=True)
+                self._delete(directory)
                 return None
             return meta
 
-    def touch(self, upload_id: str) -> None:
-        """Mark an upload as used now (painting it keeps it alive)."""
+    def touch(self, upload_id: str) -> bool:
+        """Mark an upload as used now (painting it keeps it alive), at most once a minute on disk;
+        False when it has expired (then it is removed) or is gone."""
+        now = self._clock()
         with self._lock:
-            meta = self._read_meta(self.root / upload_id)
-            if meta is not None and self._clock() - meta["used"] > 60:
-                meta["used"] = self._clock()
-                self._write_meta(self.root / upload_id, meta)
+            if now - self._touched.get(upload_id, -math.inf) < 60:
+                return True
+            meta = self.get(upload_id)
+            if meta is None:
+                self._touched.pop(upload_id, None)
+                return False
+            meta["used"] = now
+            self._write_meta(self.root / upload_id, meta)
+            self._touched[upload_id] = now
+            return True
 
     def picture(self, upload_id: str) -> np.ndarray:
         with Image.open(self.root / upload_id / PICTURE) as image:
@@ -156,8 +167,7 @@ class UploadStore:
             if meta["owners"]:
                 self._write_meta(directory, meta)
             else:
-                shutil.rmtree(directory, ignore_errors=True)
-                self._sources = {k: v for k, v in self._sources.items() if k[0] != upload_id}
+                self._delete(directory)
             return True
 
     # --- what the model makes of it ---------------------------------------------------------------
@@ -178,10 +188,8 @@ class UploadStore:
 
     def source(self, upload_id: str, device: str | torch.device = "cpu") -> PictureSource | None:
         """The upload as painting sees it (inverted when the inversion has finished, else encoded);
-        None when the upload or its encoding is missing. Cached until its files change."""
-        meta = self.get(upload_id)
-        if meta is None:
-            return None
+        None when the upload or its encoding is missing. Cached until its files change: a render of a
+        cached upload costs two ``stat`` calls, and marks it used (``touch``)."""
         for stage, name in (("inverted", INVERTED), ("encoded", ENCODED)):
             path = self.root / upload_id / name
             try:
@@ -192,7 +200,10 @@ class UploadStore:
             with self._lock:
                 cached = self._sources.get(key)
             if cached is not None:
-                return cached
+                return cached if self.touch(upload_id) else None
+            meta = self.get(upload_id)
+            if meta is None or not self.touch(upload_id):
+                return None
             tensors = load_file(str(path), device=str(device))
             from models.inversion import Adaptation
 
@@ -227,6 +238,12 @@ class UploadStore:
             json.dump(meta, handle)
         os.replace(tmp, directory / META)
 
+    def _delete(self, directory: Path) -> None:
+        """Remove an upload's files and what is remembered of it in memory (call with the lock held)."""
+        shutil.rmtree(directory, ignore_errors=True)
+        self._sources = {k: v for k, v in self._sources.items() if k[0] != directory.name}
+        self._touched.pop(directory.name, None)
+
     def _purge(self, keep: str | None = None) -> None:
         """Remove expired uploads, then the least recently used beyond ``max_items`` (never ``keep``)."""
         if not self.root.is_dir():
@@ -242,7 +259,7 @@ class UploadStore:
             if meta is None:
                 continue
             if now - meta["used"] > self.ttl_s and directory.name != keep:
-                shutil.rmtree(directory, ignore_errors=True)
+                self._delete(directory)
                 continue
             live.append((meta["used"], directory))
         live.sort()
@@ -251,5 +268,5 @@ class UploadStore:
             if excess <= 0:
                 break
             if directory.name != keep:
-                shutil.rmtree(directory, ignore_errors=True)
+                self._delete(directory)
                 excess -= 1

@@ -251,3 +251,21 @@ def test_upload_store_expires_and_bounds_its_items(tmp_path: Path) -> None:
     now[0] += 150  # past the ttl
     assert store.get(b["id"]) is None and not (tmp_path / "u" / b["id"]).exists()
     assert store.add("other-model", pics[2], "alice")[0]["id"] != c["id"]  # an upload belongs to one model
+
+
+def test_painting_an_upload_keeps_it_alive(tmp_path: Path) -> None:
+    import torch
+
+    from server.uploads import ENCODED, UploadStore
+
+    now = [1000.0]
+    store = UploadStore(tmp_path / "u", ttl_s=100, clock=lambda: now[0])
+    meta, _ = store.add("m", np.full((4, 4, 3), 7, np.uint8), "alice")
+    store.save_tensors(meta["id"], ENCODED, {"r": torch.ones(1, 2, 2, 2)})
+    for _ in range(3):  # painted every 90 s: never 100 s unused
+        now[0] += 90
+        source = store.source(meta["id"])
+        assert source is not None and source.stage == "encoded" and float(source.r.sum()) == 8
+    assert store.get(meta["id"])["used"] == now[0]
+    now[0] += 101  # then left alone: gone, also from the painter's cache
+    assert store.source(meta["id"]) is None and store.get(meta["id"]) is None
