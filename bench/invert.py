@@ -31,6 +31,7 @@ import zlib
 
 import numpy as np
 import torch
+from benchutil import object_labels
 from torch.nn import functional as F
 
 from dissect_core.efficacy import Window, brush_stroke, painting_contexts, render_samples, window_mask
@@ -48,11 +49,6 @@ from models.zoo import DEFAULT_GENERATOR, ZooError, companion_id, get_entry, loa
 PAINT = {"tree": ("ground", 2), "dome": ("building_top", 2), "door": ("wall", 2)}
 """Concept -> (context, window cells) painted, #12's cases."""
 KEPT = ("door", "window")
-
-
-def _labels(segmenter, images: torch.Tensor, batch: int = 50) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([segmenter(images[b:b + batch])[:, 0].cpu().numpy() for b in range(0, len(images), batch)])
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -128,15 +124,15 @@ def main() -> None:
     # --- painting: pictures (adapted, composited) and GAN samples (as the painter renders them) ------
     picture_x = torch.cat([inv.refined for inv in inversions])
     picture_maps = [inv.adaptation.multipliers() for inv in inversions]
-    picture_labels = _labels(own, torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    picture_images = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1
+    picture_labels = object_labels(own, picture_images)
     sample_ids = list(range(50_000, 50_000 + args.samples))
     sample_x, sample_images = render_samples(generator, layer, sample_ids)
-    sample_labels = _labels(own, sample_images)
+    sample_labels = object_labels(own, sample_images)
     _, calib_images = render_samples(generator, layer, list(range(70_000, 70_000 + args.calibrate_samples)))
-    calib = {j: _labels(s, calib_images) for j, s in judges.items()}
-    before = {"pictures": {j: _labels(s, torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1)
-                           for j, s in judges.items()},
-              "samples": {j: _labels(s, sample_images) for j, s in judges.items()}}
+    calib = {j: object_labels(s, calib_images) for j, s in judges.items()}
+    before = {"pictures": {j: object_labels(s, picture_images) for j, s in judges.items()},
+              "samples": {j: object_labels(s, sample_images) for j, s in judges.items()}}
     sets = {"pictures": (picture_x, picture_labels, picture_maps, pictures),
             "samples": (sample_x, sample_labels, None, None)}
     painting: dict[str, dict] = {}
@@ -176,7 +172,7 @@ def main() -> None:
             painted = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
             result: dict = {"windows": len(windows)}
             for j, segmenter in judges.items():
-                after = _labels(segmenter, painted)
+                after = object_labels(segmenter, painted)
                 label_size = after.shape[-1]
                 shares, passed = [], []
                 for row, w in enumerate(windows):
@@ -206,7 +202,7 @@ def main() -> None:
                 had = before[name][j][i] == lamp
                 if had.mean() < 0.003:
                     continue
-                after = _labels(segmenter, after_image)[0]
+                after = object_labels(segmenter, after_image)[0]
                 shares[j].append(float(1 - (had & (after == lamp)).sum() / had.sum()))
         removal[name] = {j: {"pictures": len(v), "mean_removed": round(float(np.mean(v)), 4) if v else None}
                          for j, v in shares.items()}

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import object_labels
 from torch.nn import functional as F
 
 from dissect_core.efficacy import (
@@ -63,11 +64,6 @@ PLACES: dict[str, list[tuple[str, int]]] = {
 TARGETS = {"door": 0.6, "dome": 0.6, "tree": 0.8}
 KEPT = ("door", "window")
 KEPT_SHARE = 0.8
-
-
-def _labels(segmenter, images: torch.Tensor, batch: int = 50) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([segmenter(images[b:b + batch])[:, 0].cpu().numpy() for b in range(0, len(images), batch)])
 
 
 def _default_judges(model: str) -> list[str]:
@@ -112,9 +108,9 @@ def main() -> None:
     ids = list(range(args.first, args.first + args.samples))
     x_all, img_all = render_samples(generator, layer, ids)
     _, calib_images = render_samples(generator, layer, list(range(args.calibrate_first, args.calibrate_first + args.calibrate_samples)))
-    context_labels = _labels(own, img_all)
-    before = {j: _labels(s, img_all) for j, s in judges.items()}
-    calib = {j: _labels(s, calib_images) for j, s in judges.items()}
+    context_labels = object_labels(own, img_all)
+    before = {j: object_labels(s, img_all) for j, s in judges.items()}
+    calib = {j: object_labels(s, calib_images) for j, s in judges.items()}
     size = img_all.shape[-1]
 
     report: dict[str, dict] = {}
@@ -148,7 +144,7 @@ def main() -> None:
             key = f"{place}_{cells}x{cells}"
             entry["places"][key] = {"windows": len(windows)}
             for j, segmenter in judges.items():
-                after = _labels(segmenter, painted)
+                after = object_labels(segmenter, painted)
                 label_size = after.shape[-1]
                 measures: list[ObjectMeasure | None] = []
                 passed, kept_shares = [], []

@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 import torch
+from benchutil import object_labels
 from torch.nn import functional as F
 
 from dissect_core.efficacy import Window, brush_stroke, painted_images, painting_contexts, placed_masks, render_samples, window_mask
@@ -46,8 +47,7 @@ def main() -> None:
     layer, grid = table.layer, table.shape[1]
     ids = list(range(args.first, args.first + args.samples))
     x, images = render_samples(generator, layer, ids)
-    with torch.no_grad():
-        labels = torch.cat([segmenter(images[b:b + 50])[:, 0] for b in range(0, len(images), 50)]).numpy()
+    labels = object_labels(segmenter, images)
     size = images.shape[-1]
     report = {}
     for concept, place in PLACES.items():
@@ -71,9 +71,8 @@ def main() -> None:
                              for b in range(0, len(windows), 32)])
             painted[s] = out
             change = (out - base).abs().mean(1) * 127.5
-            with torch.no_grad():
-                seg = torch.cat([segmenter(out[b:b + 50])[:, 0] for b in range(0, len(out), 50)])
-            small = F.interpolate(inside[:, None], size=seg.shape[-1], mode="nearest")[:, 0] > 0
+            seg = object_labels(segmenter, out)
+            small = (F.interpolate(inside[:, None], size=seg.shape[-1], mode="nearest")[:, 0] > 0).numpy()
             share = float(((seg == number) & small).sum() / small.sum())
             rows[str(s)] = {"change_near_window": round(float(change[near].mean()), 3), "window_share": round(share, 4)}
 

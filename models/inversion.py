@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.imaging import to_uint8
+from models.incremental import full_suffix
 from models.proggan import NormConvBlock, ProgressiveGenerator
 
 __all__ = [
@@ -81,14 +83,9 @@ class Adaptation:
 
 def suffix_with(generator: ProgressiveGenerator, layer: str, r: torch.Tensor,
                 multipliers: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """The layers after ``layer`` on ``r``, each output multiplied by its map where ``multipliers`` has one."""
-    names = generator.layer_names
-    x = r
-    for name in names[names.index(layer) + 1:]:
-        x = generator._modules[name](x)
-        if multipliers is not None and name in multipliers:
-            x = x * multipliers[name]
-    return x
+    """The layers after ``layer`` on ``r``, each output multiplied by its map where ``multipliers`` has one
+    (the painter's own suffix, ``incremental.full_suffix``)."""
+    return full_suffix(generator, layer, r, multipliers).image
 
 
 class FeatureLoss(nn.Module):
@@ -158,13 +155,8 @@ def adapt(generator: ProgressiveGenerator, layer: str, r: torch.Tensor, picture:
     from ``r``: L1 on the pixels ``keep`` (1, 1, S, S) weights (all when None) + ``reg`` * mean(s^2)."""
     chosen = list(layers) if layers is not None else adapt_layers(generator, layer)
     with torch.no_grad():  # the maps' shapes: one forward pass
-        shapes = {}
-        x = r
-        names = generator.layer_names
-        for name in names[names.index(layer) + 1:]:
-            x = generator._modules[name](x)
-            if name in chosen:
-                shapes[name] = x.shape
+        names = generator.layer_names[generator.layer_names.index(layer) + 1:]
+        shapes = {name: out.shape for name, out in zip(names, full_suffix(generator, layer, r).outputs) if name in chosen}
     scales = {name: (start.scales[name].clone() if start is not None and name in start.scales
                      else torch.zeros(shapes[name], device=r.device)).requires_grad_(True) for name in chosen}
     optimizer = torch.optim.Adam(list(scales.values()), lr=lr)
@@ -250,10 +242,6 @@ class Inversion:
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    return ((image.detach().clamp(-1, 1)[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
-
-
 def invert(generator: ProgressiveGenerator, layer: str, encoder: nn.Module, pixels: np.ndarray,
            refine_steps: int = 100, adapt_steps: int = 300, feature_loss: FeatureLoss | None = None,
            progress: Callable[[str, float], None] | None = None, encoded: torch.Tensor | None = None) -> Inversion:
@@ -268,18 +256,18 @@ def invert(generator: ProgressiveGenerator, layer: str, encoder: nn.Module, pixe
     seconds["encode"] = time.perf_counter() - start
     total = max(refine_steps + adapt_steps, 1)
     with torch.no_grad():
-        images["encoded"] = _uint8(suffix_with(generator, layer, r0))
+        images["encoded"] = to_uint8(suffix_with(generator, layer, r0).clamp(-1, 1))[0]
     start = time.perf_counter()
     report = (lambda i, n, loss: progress("refine", i / total)) if progress is not None else None
     r1 = refine(generator, layer, picture, r0, refine_steps, feature_loss=feature_loss, progress=report) \
         if refine_steps > 0 else r0
     seconds["refine"] = time.perf_counter() - start
     with torch.no_grad():
-        images["refined"] = _uint8(suffix_with(generator, layer, r1))
+        images["refined"] = to_uint8(suffix_with(generator, layer, r1).clamp(-1, 1))[0]
     start = time.perf_counter()
     report = (lambda i, n, loss: progress("adapt", (refine_steps + i) / total)) if progress is not None else None
     adaptation = adapt(generator, layer, r1, picture, adapt_steps, progress=report) if adapt_steps > 0 else Adaptation()
     seconds["adapt"] = time.perf_counter() - start
     with torch.no_grad():
-        images["adapted"] = _uint8(suffix_with(generator, layer, r1, adaptation.multipliers()))
+        images["adapted"] = to_uint8(suffix_with(generator, layer, r1, adaptation.multipliers()).clamp(-1, 1))[0]
     return Inversion(r0, r1, adaptation, images, {k: psnr(pixels, v) for k, v in images.items()}, seconds)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -92,6 +94,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def serving(model: str, cache_dir: str) -> Iterator[str]:
+    """``ganpaint serve`` of ``model`` on a free port of 127.0.0.1, ready; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "GANPAINT_DEFAULT_MODEL": model, "GANPAINT_CACHE_DIR": cache_dir}
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level",
+                               "warning"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="world128")
@@ -105,65 +129,48 @@ def main() -> None:
 
     draws = [tuple(item.split(":", 1)) for item in args.draw]
     chosen = pick_sample(args.model, args.samples, draws)
-    port = free_port()
-    env = {**os.environ, "GANPAINT_DEFAULT_MODEL": args.model,
-           "GANPAINT_CACHE_DIR": tempfile.mkdtemp(prefix="ganpaint-shots-")}
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level",
-                               "warning"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
-            page.goto(f"{base}/?model={args.model}&sample={chosen['sample']}")
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            time.sleep(2)
-            box = page.locator("#overlay").bounding_box()
-            grid = chosen["grid"]
+    with serving(args.model, tempfile.mkdtemp(prefix="ganpaint-shots-")) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+        page.goto(f"{base}/?model={args.model}&sample={chosen['sample']}")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        time.sleep(2)
+        box = page.locator("#overlay").bounding_box()
+        grid = chosen["grid"]
 
-            def at(fy: float, fx: float) -> tuple[float, float]:
-                return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+        def at(fy: float, fx: float) -> tuple[float, float]:
+            return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
 
-            def stroke(points: list[tuple[float, float]]) -> None:
-                page.mouse.move(*at(*points[0]))
-                page.mouse.down()
-                for point in points[1:]:
-                    page.mouse.move(*at(*point), steps=8)
-                page.mouse.up()
-                time.sleep(2.5)
+        def stroke(points: list[tuple[float, float]]) -> None:
+            page.mouse.move(*at(*points[0]))
+            page.mouse.down()
+            for point in points[1:]:
+                page.mouse.move(*at(*point), steps=8)
+            page.mouse.up()
+            time.sleep(2.5)
 
-            page.locator("#brush-size").fill(str(min(40, chosen["cell_px"])))  # one edit cell wide
-            for concept, _, (y, x) in chosen["draw"]:
-                page.get_by_role("button", name=f"brush {concept}").click()
-                page.get_by_role("button", name="draw (B)").click()
-                cy, cx = (y + 1) / grid, (x + 1) / grid  # centre of the 2x2-cell window
-                d = 0.5 / grid
-                stroke([(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d), (cy, cx)])
-            y0, x0, y1, x1 = (v / chosen["label_size"] for v in chosen["lamp_box"])
-            page.get_by_role("button", name="brush lamp").click()
-            page.get_by_role("button", name="remove (R)").click()
-            page.locator("#strength").fill(str(args.remove_strength))
-            pad = 1 / grid
-            top, bottom = max(0.01, y0 - pad), min(0.99, y1 + pad)
-            left, right = max(0.01, x0 - pad), min(0.99, x1 + pad)
-            rows = np.arange(top, bottom + 1e-9, 0.5 / grid)  # a zigzag that covers the lamp's box
-            stroke([(y, right if i % 2 else left) for i, y in enumerate(rows)] + [(bottom, right)])
-            page.screenshot(path=str(args.out / "painter.png"))
-            page.goto(f"{base}/units")
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            time.sleep(3)
-            page.screenshot(path=str(args.out / "units.png"))
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(20)
+        page.locator("#brush-size").fill(str(min(40, chosen["cell_px"])))  # one edit cell wide
+        for concept, _, (y, x) in chosen["draw"]:
+            page.get_by_role("button", name=f"brush {concept}").click()
+            page.get_by_role("button", name="draw (B)").click()
+            cy, cx = (y + 1) / grid, (x + 1) / grid  # centre of the 2x2-cell window
+            d = 0.5 / grid
+            stroke([(cy - d, cx - d), (cy - d, cx + d), (cy + d, cx + d), (cy + d, cx - d), (cy, cx)])
+        y0, x0, y1, x1 = (v / chosen["label_size"] for v in chosen["lamp_box"])
+        page.get_by_role("button", name="brush lamp").click()
+        page.get_by_role("button", name="remove (R)").click()
+        page.locator("#strength").fill(str(args.remove_strength))
+        pad = 1 / grid
+        top, bottom = max(0.01, y0 - pad), min(0.99, y1 + pad)
+        left, right = max(0.01, x0 - pad), min(0.99, x1 + pad)
+        rows = np.arange(top, bottom + 1e-9, 0.5 / grid)  # a zigzag that covers the lamp's box
+        stroke([(y, right if i % 2 else left) for i, y in enumerate(rows)] + [(bottom, right)])
+        page.screenshot(path=str(args.out / "painter.png"))
+        page.goto(f"{base}/units")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        time.sleep(3)
+        page.screenshot(path=str(args.out / "units.png"))
+        browser.close()
     print(json.dumps({"model": args.model, **chosen}))
 
 

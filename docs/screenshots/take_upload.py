@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import torch
 from PIL import Image
 
@@ -31,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from dissect_core.efficacy import painting_contexts  # noqa: E402
 from dissect_core.segmenters import load_segmenter  # noqa: E402
-from docs.screenshots.take import CHROMIUM_ARGS, free_port  # noqa: E402
+from docs.screenshots.take import CHROMIUM_ARGS, serving  # noqa: E402
 from models.inversion import picture_tensor  # noqa: E402
 from models.world import render_scene, world_seed  # noqa: E402
 from models.world.labels import LABEL_BY_NAME  # noqa: E402
@@ -64,43 +61,27 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="ganpaint-upload-"))
     picture = folder / f"scene-{index}.png"
     Image.fromarray(image).save(picture)
-    port = free_port()
-    env = {**os.environ, "GANPAINT_DEFAULT_MODEL": args.model, "GANPAINT_CACHE_DIR": str(folder / "cache")}
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level",
-                               "warning"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1060}, device_scale_factor=1)
-            page.goto(f"{base}/?model={args.model}")
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            with page.expect_file_chooser() as chooser:
-                page.get_by_role("button", name="paint your own picture").click()
-            chooser.value.set_files(str(picture))
-            page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('adapted')",
-                                   timeout=300_000)
-            time.sleep(1)
-            box = page.locator("#overlay").bounding_box()
-            page.get_by_role("button", name="brush tree").click()
-            page.locator("#brush-size").fill("30")  # one dab of the default 2x2-cell brush
-            cy, cx = (y + 1) / 8, (x + 1) / 8
-            page.mouse.click(box["x"] + cx * box["width"], box["y"] + cy * box["height"])
-            page.mouse.move(box["x"] + box["width"] + 40, box["y"])  # the cursor ring off the picture
-            time.sleep(3)
-            status = page.locator("#upload-status").inner_text()
-            page.screenshot(path=str(args.out / "upload.png"))
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(20)
+    with serving(args.model, str(folder / "cache")) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1060}, device_scale_factor=1)
+        page.goto(f"{base}/?model={args.model}")
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        with page.expect_file_chooser() as chooser:
+            page.get_by_role("button", name="paint your own picture").click()
+        chooser.value.set_files(str(picture))
+        page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('adapted')",
+                               timeout=300_000)
+        time.sleep(1)
+        box = page.locator("#overlay").bounding_box()
+        page.get_by_role("button", name="brush tree").click()
+        page.locator("#brush-size").fill("30")  # one dab of the default 2x2-cell brush
+        cy, cx = (y + 1) / 8, (x + 1) / 8
+        page.mouse.click(box["x"] + cx * box["width"], box["y"] + cy * box["height"])
+        page.mouse.move(box["x"] + box["width"] + 40, box["y"])  # the cursor ring off the picture
+        time.sleep(3)
+        status = page.locator("#upload-status").inner_text()
+        page.screenshot(path=str(args.out / "upload.png"))
+        browser.close()
     print(json.dumps({"model": args.model, "scene": index, "window": [int(y), int(x)], "status": status}))
 
 

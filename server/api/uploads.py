@@ -92,6 +92,15 @@ def _encode(state: AppState, model: LoadedModel, upload_id: str, encoder: Any) -
     return report
 
 
+async def _encoder(state: AppState, model: LoadedModel) -> Any:
+    """The model's picture encoder (loaded off the event loop); 422 ``no_encoder`` when it has none."""
+    encoder = await asyncio.to_thread(state.catalog.encoder, model)
+    if encoder is None:
+        raise ApiError(422, "no_encoder", f"model {model.id!r} has no picture encoder; train one with "
+                                          f"`ganpaint train encoder --model ...` (docs/real-images.md)")
+    return encoder
+
+
 def start_inversion(state: AppState, model: LoadedModel, upload_id: str, encoder: Any,
                     refine_steps: int, adapt_steps: int) -> Job:
     """The inversion of an upload as a job (the same upload and steps give the same job)."""
@@ -138,10 +147,7 @@ async def upload_picture(
     model: Annotated[str | None, Form(pattern=ID_PATTERN, description="model to paint it with; default: the server's")] = None,
 ) -> JSONResponse:
     loaded = await load_model(state, model or state.settings.default_model)
-    encoder = await asyncio.to_thread(state.catalog.encoder, loaded)
-    if encoder is None:
-        raise ApiError(422, "no_encoder", f"model {loaded.id!r} has no picture encoder; train one with "
-                                          f"`ganpaint train encoder --model ...` (docs/real-images.md)")
+    encoder = await _encoder(state, loaded)
     data = await image.read(state.settings.max_upload_bytes + 1)
     if len(data) > state.settings.max_upload_bytes:
         raise ApiError(413, "too_large", f"uploads are limited to {state.settings.max_upload_bytes:,} bytes")
@@ -203,9 +209,7 @@ async def invert_upload(upload_id: UploadId, state: StateDep) -> JSONResponse:
     when there is one (the same parameters are the same job)."""
     meta = _meta(state, upload_id)
     loaded = await load_model(state, meta["model"])
-    encoder = await asyncio.to_thread(state.catalog.encoder, loaded)
-    if encoder is None:
-        raise ApiError(422, "no_encoder", f"model {loaded.id!r} has no picture encoder")
+    encoder = await _encoder(state, loaded)
     if not state.uploads.path(upload_id, ENCODED).is_file():
         await state.executor.call(lambda: _encode(state, loaded, upload_id, encoder))
     job = start_inversion(state, loaded, upload_id, encoder, state.settings.invert_refine_steps,
