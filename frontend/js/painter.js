@@ -169,20 +169,19 @@ async function followInversion(info) {
   }
 }
 
+// Show the uploaded picture itself, or the painted one; the button's state changes once it is drawn.
 async function toggleOriginal() {
   if (!state.view.upload) return;
-  state.showOriginal = !state.showOriginal;
-  ui.beforeAfter.setAttribute("aria-pressed", String(state.showOriginal));
-  ui.beforeAfter.textContent = state.showOriginal ? "painted" : "original";
-  if (state.showOriginal) {
-    if (!state.original) {
-      const blob = await (await fetch(api.uploadFileUrl(state.view.upload, "picture.png"))).blob();
-      state.original = await createImageBitmap(blob);
-    }
-    if (state.showOriginal) drawBitmap(state.original);
-  } else if (state.shownBitmap) {
-    drawBitmap(state.shownBitmap);
+  const show = !state.showOriginal;
+  if (show && !state.original) {
+    const blob = await (await fetch(api.uploadFileUrl(state.view.upload, "picture.png"))).blob();
+    state.original = await createImageBitmap(blob);
   }
+  state.showOriginal = show;
+  const bitmap = show ? state.original : state.shownBitmap;
+  if (bitmap) drawBitmap(bitmap);
+  ui.beforeAfter.setAttribute("aria-pressed", String(show));
+  ui.beforeAfter.textContent = show ? "painted" : "original";
 }
 
 $("upload").addEventListener("click", () => ui.uploadFile.click());
