@@ -17,6 +17,7 @@ from dissect_core.causal import rank_units, single_unit_effects
 from dissect_core.gandissect import DissectConfig, LayerTable, dissect
 from dissect_core.resume import Checkpoint
 from dissect_core.segmenters import Segmenter
+from dissect_core.sharded import ShardRunner, dissect_sharded
 
 if TYPE_CHECKING:  # the ProGAN interface the engines call (layer_shape, forward_to, z_dim)
     from models.proggan import ProgressiveGenerator
@@ -39,11 +40,13 @@ def causal_ids(config: DissectConfig, count: int) -> list[int]:
 def build_layer_tables(generator: ProgressiveGenerator, layers: Sequence[str], segmenter: Segmenter,
                        config: DissectConfig, causal_samples: int, progress: BuildProgress | None = None,
                        cancelled: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
-                       identity: dict[str, Any] | None = None, checkpoint_every_s: float = 30.0
-                       ) -> dict[str, LayerTable]:
+                       identity: dict[str, Any] | None = None, checkpoint_every_s: float = 30.0,
+                       runner: ShardRunner | None = None) -> dict[str, LayerTable]:
     """Dissect ``layers`` together, then rank each layer's units by their causal effect on
     ``causal_samples`` samples (0 skips it). ``identity`` names the work in the checkpoints (model
-    hash, segmenter): a checkpoint of other work is never resumed from."""
+    hash, segmenter): a checkpoint of other work is never resumed from. With a ``runner`` the
+    dissection passes run as its shard tasks (a cluster retries a lost shard instead of resuming a
+    checkpoint); the causal ranking stays here, checkpointed."""
     base = {"layers": list(layers), "config": dataclasses.asdict(config), "causal": causal_samples, **(identity or {})}
 
     def check() -> None:
@@ -55,7 +58,10 @@ def build_layer_tables(generator: ProgressiveGenerator, layers: Sequence[str], s
             progress(stage, DISSECT_SHARE * done / max(total, 1))
 
     checkpoint = Checkpoint(checkpoint_dir / "dissect.pt", base, checkpoint_every_s) if checkpoint_dir is not None else None
-    tables = dissect(generator, list(layers), segmenter, config, dissect_progress, cancelled, checkpoint)
+    if runner is None:
+        tables = dissect(generator, list(layers), segmenter, config, dissect_progress, cancelled, checkpoint)
+    else:
+        tables = dissect_sharded(generator, list(layers), segmenter, config, runner, dissect_progress, cancelled)
     if causal_samples > 0:
         ids = causal_ids(config, causal_samples)
         for number, layer in enumerate(layers):

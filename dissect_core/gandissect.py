@@ -264,7 +264,7 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _one_process_batches(config: DissectConfig, count: int) -> list[list[int]]:
+def one_process_batches(config: DissectConfig, count: int) -> list[list[int]]:
     """The run's first ``count`` sample ids in the batches a one-process run uses."""
     ids = list(range(config.first, config.first + count))
     return [ids[i : i + config.batch_size] for i in range(0, count, config.batch_size)]
@@ -274,7 +274,7 @@ def _shard_batches(config: DissectConfig) -> list[list[int]]:
     """This process's batches: every world-th batch of the one-process batch list, so each sample is
     computed in the same batch as in a one-process run (bit-identical activations)."""
     rank, world = _rank_and_world()
-    return _one_process_batches(config, config.samples)[rank::world]
+    return one_process_batches(config, config.samples)[rank::world]
 
 
 def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
@@ -286,6 +286,116 @@ def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
         step = side // size
         return labels[..., step // 2 :: step, step // 2 :: step]
     return F.interpolate(labels.float(), size=(size, size), mode="nearest").long()
+
+
+def _validate(layers: Sequence[str], config: DissectConfig) -> None:
+    if not layers:
+        raise ValueError("at least one layer is needed")
+    if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
+        raise ValueError("quantiles must be strictly between 0 and 1")
+    if config.threshold not in THRESHOLDS:
+        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {config.threshold!r}")
+
+
+def layer_shapes(generator: ProgressiveGenerator, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    return {layer: generator.layer_shape(layer) for layer in layers}
+
+
+def label_size_of(generator: ProgressiveGenerator, config: DissectConfig, shapes: dict[str, tuple[int, int, int]]) -> int:
+    return config.label_size or max(generator.resolution // 2, max(s[1] for s in shapes.values()))
+
+
+def new_level_statistics(config: DissectConfig, shapes: dict[str, tuple[int, int, int]],
+                         device: torch.device | str) -> tuple[dict[str, TopValues], dict[str, TopImages]]:
+    """Empty pass-1 statistics (each unit's top activation values and top images) per layer."""
+    lowest = min(1 - config.quantile, config.insert_quantile)
+    tops, images = {}, {}
+    for layer, (units, h, w) in shapes.items():
+        keep = quantile_rank(config.samples * h * w, lowest)
+        if keep * units > MAX_TOP_VALUES:
+            raise ValueError(f"{layer}: {config.samples} samples need {keep * units:,} kept values; use fewer samples")
+        tops[layer] = TopValues(units, keep, device)
+        images[layer] = TopImages(units, config.topk, device)
+    return tops, images
+
+
+def new_iou_statistics(shapes: dict[str, tuple[int, int, int]], category_of: list[int],
+                       device: torch.device | str) -> tuple[dict[str, IoUTally], dict[str, ConceptFeatures]]:
+    """Empty pass-2 statistics (IoU counts and concept features) per layer."""
+    return ({layer: IoUTally(shapes[layer][0], category_of, device) for layer in shapes},
+            {layer: ConceptFeatures(shapes[layer][0], len(category_of), device) for layer in shapes})
+
+
+def add_level_batch(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig, batch: list[int],
+                    tops: dict[str, TopValues], images: dict[str, TopImages]) -> None:
+    """Pass 1 on one batch of sample ids: the generator up to the layers only."""
+    device = next(generator.parameters()).device
+    z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
+    with Trace(generator, layers, stop=True) as trace:
+        generator(z)
+    for layer in layers:
+        acts = trace[layer].float()
+        tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+        images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
+
+
+def _traced_labels(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str], config: DissectConfig,
+                   batch: list[int], label_size: int) -> tuple[Trace, torch.Tensor]:
+    device = next(generator.parameters()).device
+    z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
+    with Trace(generator, layers) as trace:
+        generated = generator(z)
+    return trace, _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
+
+
+def add_iou_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str], config: DissectConfig,
+                  batch: list[int], levels: dict[str, torch.Tensor], label_size: int,
+                  tallies: dict[str, IoUTally], features: dict[str, ConceptFeatures]) -> None:
+    """Pass 2 on one batch: the whole generator and the segmenter, thresholded at ``levels``."""
+    trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
+    for layer in layers:
+        tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
+        if label_size % trace[layer].shape[-2] == 0:
+            features[layer].add(trace[layer].float(), labels)
+
+
+def add_calibration_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str],
+                          config: DissectConfig, batch: list[int], label_size: int,
+                          tallies: dict[str, LevelTally]) -> None:
+    """IQR calibration on one batch: counts at every candidate level."""
+    trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
+    for layer in layers:
+        for up, chunk_labels in upsampled_chunks(trace[layer], labels):
+            tallies[layer].add(up, chunk_labels)
+
+
+def choose_iqr(tallies: dict[str, LevelTally], category_of: list[int]) -> tuple[dict, dict, dict]:
+    """Each unit's level and label by IQR from merged calibration counts: (levels, iqr, labels) per layer."""
+    levels: dict[str, torch.Tensor] = {}
+    iqr: dict[str, torch.Tensor] = {}
+    labels_of: dict[str, torch.Tensor] = {}
+    for layer, tally in tallies.items():
+        choice = choose_levels(tally.at_levels(), tally.levels, category_of)
+        levels[layer], iqr[layer], labels_of[layer] = choice.level, choice.iqr, choice.label
+    return levels, iqr, labels_of
+
+
+def assemble_tables(layers: Sequence[str], shapes: dict[str, tuple[int, int, int]], segmenter: Segmenter,
+                    config: DissectConfig, levels: dict[str, torch.Tensor], q99: dict[str, torch.Tensor],
+                    images: dict[str, TopImages], tallies: dict[str, IoUTally],
+                    features: dict[str, ConceptFeatures], iqr: dict, iqr_labels: dict) -> dict[str, LayerTable]:
+    """One ``LayerTable`` per layer from the run's merged statistics."""
+    tables = {}
+    for layer in layers:
+        tables[layer] = LayerTable(
+            layer=layer, shape=shapes[layer], labels=list(segmenter.labels), categories=list(segmenter.categories),
+            iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
+            top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
+            config=config, iqr=iqr[layer].cpu().numpy() if layer in iqr else None,
+            iqr_label=iqr_labels[layer].cpu().numpy() if layer in iqr_labels else None,
+            concept_features=features[layer].mean().cpu().numpy(), concept_cells=features[layer].cells.cpu().numpy(),
+        )
+    return tables
 
 
 @torch.no_grad()
@@ -302,22 +412,17 @@ def dissect(
 
     With a ``checkpoint`` (one process only), the statistics are saved as the passes go and a run
     started again with the same inputs continues after the last saved batch, to the same table.
+    (``dissect_core.sharded.dissect_sharded`` runs the same passes as tasks on a cluster.)
     """
-    if not layers:
-        raise ValueError("at least one layer is needed")
-    if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
-        raise ValueError("quantiles must be strictly between 0 and 1")
-    if config.threshold not in THRESHOLDS:
-        raise ValueError(f"threshold must be one of {THRESHOLDS}, got {config.threshold!r}")
+    _validate(layers, config)
     device = next(generator.parameters()).device
-    z_dim = generator.z_dim
     batches = _shard_batches(config)
-    shapes = {layer: generator.layer_shape(layer) for layer in layers}
-    label_size = config.label_size or max(generator.resolution // 2, max(s[1] for s in shapes.values()))
+    shapes = layer_shapes(generator, layers)
+    label_size = label_size_of(generator, config, shapes)
     rank, world = _rank_and_world()
     if checkpoint is not None and world > 1:
         raise ValueError("checkpointed dissection runs in one process (torchrun shards are not checkpointed)")
-    calibration = len(_calibration_batches(config)[rank::world]) if config.threshold == "iqr" else 0
+    calibration = len(calibration_batches(config)[rank::world]) if config.threshold == "iqr" else 0
     total_batches = 2 * len(batches) + calibration
     saved = checkpoint.load() if checkpoint is not None else None
 
@@ -328,14 +433,7 @@ def dissect(
             progress(stage, done, total_batches)
 
     # pass 1: levels and top images
-    lowest = min(1 - config.quantile, config.insert_quantile)
-    tops, images = {}, {}
-    for layer, (units, h, w) in shapes.items():
-        keep = quantile_rank(config.samples * h * w, lowest)
-        if keep * units > MAX_TOP_VALUES:
-            raise ValueError(f"{layer}: {config.samples} samples need {keep * units:,} kept values; use fewer samples")
-        tops[layer] = TopValues(units, keep, device)
-        images[layer] = TopImages(units, config.topk, device)
+    tops, images = new_level_statistics(config, shapes, device)
     category_of = category_index(segmenter)
     iqr: dict = {}
     iqr_labels: dict = {}
@@ -357,13 +455,7 @@ def dissect(
         for done, batch in enumerate(batches, start=1):
             if done <= first:
                 continue
-            z = z_tensor(batch, z_dim, seed=config.seed, device=device)
-            with Trace(generator, layers, stop=True) as trace:
-                generator(z)
-            for layer in layers:
-                acts = trace[layer].float()
-                tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
-                images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
+            add_level_batch(generator, layers, config, batch, tops, images)
             if checkpoint is not None:
                 checkpoint.save({"stage": "levels", "done": done,
                                  "tops": {layer: tops[layer].state_dict() for layer in layers},
@@ -377,7 +469,7 @@ def dissect(
 
         # IQR mode: each unit's most informative level, chosen on the run's first images
         if config.threshold == "iqr":
-            candidates = _calibration_levels(generator, layers, config, shapes)
+            candidates = calibration_levels(generator, layers, config, shapes)
             levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size,
                                                          category_of,
                                                          lambda done: report("calibrate", len(batches) + done))
@@ -387,8 +479,7 @@ def dissect(
                     "images": {layer: images[layer].state_dict() for layer in layers}}
 
     # pass 2: IoU with segmenter labels
-    tallies = {layer: IoUTally(shapes[layer][0], category_of, device) for layer in layers}
-    features = {layer: ConceptFeatures(shapes[layer][0], len(category_of), device) for layer in layers}
+    tallies, features = new_iou_statistics(shapes, category_of, device)
     first = 0
     if saved is not None:
         first = int(saved["done"])
@@ -401,37 +492,21 @@ def dissect(
     for done, batch in enumerate(batches, start=1):
         if done <= first:
             continue
-        z = z_tensor(batch, z_dim, seed=config.seed, device=device)
-        with Trace(generator, layers) as trace:
-            generated = generator(z)
-        labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
-        for layer in layers:
-            tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
-            if label_size % shapes[layer][1] == 0:
-                features[layer].add(trace[layer].float(), labels)
+        add_iou_batch(generator, segmenter, layers, config, batch, levels, label_size, tallies, features)
         if checkpoint is not None:
             checkpoint.save({"stage": "iou", "done": done, **levels_state,
                              "tallies": {layer: tallies[layer].state_dict() for layer in layers},
                              "features": {layer: features[layer].state_dict() for layer in layers}})
         report("iou", len(batches) + calibration + done)
-    tables = {}
     for layer in layers:
         tallies[layer].all_reduce()
         features[layer].all_reduce()
-        tables[layer] = LayerTable(
-            layer=layer, shape=shapes[layer], labels=list(segmenter.labels), categories=list(segmenter.categories),
-            iou=tallies[layer].iou().cpu().numpy(), level=levels[layer].cpu().numpy(), q99=q99[layer].cpu().numpy(),
-            top_images=images[layer].indices.cpu().numpy(), top_scores=images[layer].scores.cpu().numpy(),
-            config=config, iqr=iqr[layer].cpu().numpy() if layer in iqr else None,
-            iqr_label=iqr_labels[layer].cpu().numpy() if layer in iqr_labels else None,
-            concept_features=features[layer].mean().cpu().numpy(), concept_cells=features[layer].cells.cpu().numpy(),
-        )
-    return tables
+    return assemble_tables(layers, shapes, segmenter, config, levels, q99, images, tallies, features, iqr, iqr_labels)
 
 
-def _calibration_batches(config: DissectConfig) -> list[list[int]]:
+def calibration_batches(config: DissectConfig) -> list[list[int]]:
     """IQR calibration images (the run's first ones) in one-process batches."""
-    return _one_process_batches(config, min(config.samples, CALIBRATION_IMAGES))
+    return one_process_batches(config, min(config.samples, CALIBRATION_IMAGES))
 
 
 def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str],
@@ -441,33 +516,22 @@ def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, la
     all-reduced) and let each unit pick its level and label by IQR. Returns (levels, iqr, labels)
     per layer."""
     rank, world = _rank_and_world()
-    device = next(generator.parameters()).device
     tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
-    for done, batch in enumerate(_calibration_batches(config)[rank::world], start=1):
-        z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
-        with Trace(generator, layers) as trace:
-            generated = generator(z)
-        labels = _resize_labels(segmenter(generated.clamp(-1, 1)).to(device), label_size)
-        for layer in layers:
-            for up, chunk_labels in upsampled_chunks(trace[layer], labels):
-                tallies[layer].add(up, chunk_labels)
+    for done, batch in enumerate(calibration_batches(config)[rank::world], start=1):
+        add_calibration_batch(generator, segmenter, layers, config, batch, label_size, tallies)
         step(done)
-    levels: dict[str, torch.Tensor] = {}
-    iqr: dict[str, torch.Tensor] = {}
-    labels_of: dict[str, torch.Tensor] = {}
     for layer in layers:
         tallies[layer].all_reduce()
-        choice = choose_levels(tallies[layer].at_levels(), tallies[layer].levels, category_of)
-        levels[layer], iqr[layer], labels_of[layer] = choice.level, choice.iqr, choice.label
-    return levels, iqr, labels_of
+    return choose_iqr(tallies, category_of)
 
 
-def _calibration_levels(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig,
-                        shapes: dict[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+def calibration_levels(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig,
+                       shapes: dict[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
     """Candidate levels per unit from the run's first images, computed alike in every process
-    (same batches as a one-process run, so the levels are bit-identical across ranks)."""
+    (same batches as a one-process run, so the levels are bit-identical across ranks). Its
+    values are subsampled, not selected, so this pass does not shard: it runs whole where it runs."""
     device = next(generator.parameters()).device
-    batches = _calibration_batches(config)
+    batches = calibration_batches(config)
     count = sum(len(b) for b in batches)
     values: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     stride = {layer: max(1, math.ceil(count * h * w * units / CALIBRATION_VALUES))

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server.api import cam, dissection, docs, health, jobs, models, pages, paint, session, uploads
 from server.bodylimit import BodyLimit
 from server.errors import ServiceError, error_body, http_headers
+from server.replica import ReplicaHeader
 from server.settings import Settings
 from server.state import AppState
 from server.tables import ensure_edit_table
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan, docs_url=None, redoc_url=None,  # served from local files by server.api.docs
     )
     app.state.ganpaint = state
+    app.add_middleware(ReplicaHeader)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        upload_limits={path: settings.max_upload_bytes for path in UPLOAD_ROUTES})
     if settings.cors_origins:

@@ -27,6 +27,7 @@ from dissect_core.build import build_layer_tables
 from dissect_core.gandissect import DissectConfig, LayerTable
 from dissect_core.nethook import private_copy
 from dissect_core.segmenters import Segmenter, load_segmenter
+from dissect_core.sharded import ShardRunner
 from dissect_core.tables import TableError, cache_key, cached_table, load_table, save_table
 from models.checkpoints import CheckpointError, file_sha256, load_generator
 from models.encoder import load_encoder_file
@@ -58,6 +59,9 @@ class TableState:
     error: str | None = None
     job: str | None = None
     """Id of the job building it, when one was started."""
+    remote: bool = False
+    """The build runs in another server process (a shared job store): its table is picked up from
+    the shared cache when it appears there, so every replica paints with the same table."""
 
 
 @dataclass
@@ -87,7 +91,7 @@ class Catalog:
     def __init__(self, default_model: str, models_dir: Path | None, cache_dir: Path, segmenter_spec: str | None,
                  device: torch.device, dissect_samples: int = 2000, causal_samples: int = 64,
                  zoo_dir: Path | None = None, dissect_threshold: str = DissectConfig.threshold,
-                 checkpoint_every_s: float = 30.0) -> None:
+                 checkpoint_every_s: float = 30.0, shard_runner: Callable[[], ShardRunner] | None = None) -> None:
         self.default_model = default_model
         self.zoo_dir = zoo_dir
         self.models_dir = models_dir
@@ -98,6 +102,8 @@ class Catalog:
         self.causal_samples = causal_samples
         self.dissect_threshold = dissect_threshold
         self.checkpoint_every_s = checkpoint_every_s
+        self.shard_runner = shard_runner
+        """Where table builds run their dissection passes (``GANPAINT_JOB_RUNNER=ray``); None: here."""
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
         self._segmenter: Segmenter | None = None
@@ -191,7 +197,10 @@ class Catalog:
             return model.tables.setdefault(layer, TableState())
 
     def table(self, model: LoadedModel, layer: str) -> LayerTable | None:
-        return self.table_state(model, layer).table
+        state = self.table_state(model, layer)
+        if state.table is None and state.remote:
+            self.lookup_table(model, layer)  # built elsewhere: in the shared cache yet? (one stat)
+        return state.table
 
     def server_config(self) -> DissectConfig:
         """How the tables the painter uses are made (``GANPAINT_DISSECT_SAMPLES``, ``_THRESHOLD``)."""
@@ -211,7 +220,7 @@ class Catalog:
         segmenter): building is a job (``build_table``), started on purpose."""
         state = self.table_state(model, layer)
         with self._lock:
-            if state.status in ("ready", "building", "unavailable"):
+            if state.status in ("ready", "unavailable") or (state.status == "building" and not state.remote):
                 return state
             shipped = self._shipped_table(model, layer)
             if shipped is not None:
@@ -229,7 +238,7 @@ class Catalog:
                 log.warning("dissection cache %s is damaged (%s); it will be rebuilt", directory, exc)
             else:
                 with self._lock:
-                    state.table, state.status, state.progress = table, "ready", 1.0
+                    state.table, state.status, state.progress, state.remote = table, "ready", 1.0, False
         return state
 
     def _shipped_table(self, model: LoadedModel, layer: str) -> LayerTable | None:
@@ -291,9 +300,12 @@ class Catalog:
                 note(f"continued from the checkpoint in {partial.name}")
             log.info("dissecting %s %s on %d samples", model.id, layer, config.samples)
             generator = private_copy(model.generator)  # the executor renders with the shared one
+            runner = self.shard_runner() if self.shard_runner is not None else None
+            if runner is not None and note is not None:
+                note(f"dissection passes as Ray shard tasks, {runner.workers} at a time")
             return build_layer_tables(generator, [layer], segmenter, config, self.causal_samples, report, cancelled,
                                       partial, {"model_sha256": model.sha256, "segmenter": identity},
-                                      self.checkpoint_every_s)[layer]
+                                      self.checkpoint_every_s, runner=runner)[layer]
 
         started = time.monotonic()
         try:

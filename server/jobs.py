@@ -139,6 +139,8 @@ class JobManager:
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
         self.store: Any = store if store is not None else JobStore(results_dir / "jobs.sqlite3")
+        self._unsaved: set[str] = set()
+        """Jobs whose last change the store did not take (it was away): written again until it does."""
         self.shared = hasattr(self.store, "renew")
         """Whether other processes share the store (Redis): their jobs are found and followed, not rerun."""
         interrupted = self.store.mark_interrupted()
@@ -170,12 +172,23 @@ class JobManager:
             with self._lock:
                 live = [j for j in self._jobs.values() if j.status not in TERMINAL and not j.remote]
             try:
+                self._save_unsaved()
                 self.store.renew([j.id for j in live])
                 for job in live:
                     if self.store.cancel_requested(job.id):
                         job.cancel_event.set()
             except Exception:  # the store is away for a moment: the next round tries again
                 log.warning("cannot renew job leases", exc_info=True)
+
+    def _save_unsaved(self) -> None:
+        """Write the jobs whose last change the store missed (a finished record is never lost to a
+        store restarting while the job ran)."""
+        with self._lock:
+            pending = [self._jobs[i] for i in self._unsaved if i in self._jobs]
+            self._unsaved.clear()
+        for job in pending:
+            with job.changed:
+                self._persist(job)
 
     def _remote(self, job_id: str) -> Job | None:
         """Another process's job, from the shared store (None when there is no record)."""
@@ -191,8 +204,9 @@ class JobManager:
     def _persist(self, job: Job) -> None:
         try:
             self.store.put(job.record())
-        except Exception:  # a full disk must not fail the job; its record is simply older
-            log.exception("cannot record job %s", job.id)
+        except Exception:  # a full disk or a restarting Redis must not fail the job: written again later
+            log.warning("cannot record job %s (tried again later)", job.id, exc_info=True)
+            self._unsaved.add(job.id)
 
     @staticmethod
     def job_id(kind: str, params: dict[str, Any]) -> str:
@@ -311,5 +325,6 @@ class JobManager:
         self._stopping = False
 
     def close(self) -> None:
-        """Stop renewing leases (the process is going away)."""
+        """Stop renewing leases (the process is going away); a last try at records the store missed."""
         self._closed.set()
+        self._save_unsaved()  # _persist logs and keeps what still fails

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -107,19 +108,34 @@ class RedisJobStore:
 
     def watch(self, job_id: str, timeout: float) -> Iterator[dict[str, Any] | None]:
         """The job's records as they are published (None after ``timeout`` s without one); the caller
-        stops iterating when it has seen a terminal status."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self._key("events", job_id))
-        try:
-            while True:
-                message = pubsub.get_message(timeout=timeout)
-                if message is None:
-                    yield None
-                    continue
-                if message.get("type") == "message":
-                    yield json.loads(message["data"])
-        finally:
-            pubsub.close()
+        stops iterating when it has seen a terminal status. If Redis goes away (a restart), it
+        subscribes again when Redis is back and yields the record as it then stands, so a change
+        published in between is not missed."""
+        from redis.exceptions import ConnectionError as RedisDown
+        from redis.exceptions import TimeoutError as RedisSlow
+
+        resubscribed = False
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._key("events", job_id))
+                if resubscribed:
+                    current = self.get(job_id)
+                    if current is not None:
+                        yield current
+                while True:
+                    message = pubsub.get_message(timeout=timeout)
+                    if message is None:
+                        yield None
+                        continue
+                    if message.get("type") == "message":
+                        yield json.loads(message["data"])
+            except (RedisDown, RedisSlow):
+                resubscribed = True
+                yield None
+                time.sleep(min(timeout, 0.5))
+            finally:
+                pubsub.close()
 
     @staticmethod
     def _record(raw: dict[Any, Any]) -> dict[str, Any]:

@@ -134,8 +134,13 @@ class InferenceExecutor:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs (a replica whose executor died is unhealthy)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _check_running(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        if not self.alive:
             raise ServiceError("the inference executor is not running", "unavailable", 503)
 
     # --- submission (event loop side) ----------------------------------------------------------

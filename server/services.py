@@ -25,7 +25,8 @@ from dissect_core.topk import TopK, write_strips
 if TYPE_CHECKING:
     from models.proggan import ProgressiveGenerator
 
-__all__ = ["shared_classifier", "world_images", "ensure_world_probe", "featviz_images", "write_netdissect_outputs"]
+__all__ = ["shared_classifier", "world_images", "ensure_world_probe", "featviz_images", "featviz_task",
+           "write_netdissect_outputs"]
 
 _classifier_lock = threading.Lock()
 
@@ -71,6 +72,14 @@ def featviz_images(model: torch.nn.Module, layer: str, units: list[int], param_k
     if diversity_weight:
         objective = objective + diversity_weight * diversity(layer)
     return render(model, objective, param, steps, lr, Transforms(), seed, progress=progress, cancelled=cancelled)
+
+
+def featviz_task(model: torch.nn.Module, layer: str, units: list[int], param_kind: str, steps: int, lr: float,
+                 seed: int, generator: ProgressiveGenerator | None = None,
+                 progress: Callable[[str, float], None] | None = None):
+    """``featviz_images`` with the ``(stage, fraction)`` progress a job step reports (``AppState.compute``)."""
+    report = (lambda step, total, value: progress(f"objective {value:.3f}", step / total)) if progress else None
+    return featviz_images(model, layer, units, param_kind, steps, lr, seed, generator, progress=report)
 
 
 def world_images(count: int, size: int = 64, split: str = "probe", cancelled: Callable[[], bool] | None = None) -> list:

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     """``redis://host:port/db``: keep job records in Redis, shared by every server process (replicas
     behind one address, ``ganpaint serve --cluster``); default: SQLite beside the job results.
     Results, tables and uploads then belong on a volume the processes share (``cache_dir``)."""
+    job_runner: Literal["local", "ray"] = "local"
+    """Where jobs compute: in this process (default), or as Ray tasks on the cluster this process is
+    part of (``ganpaint serve --cluster`` sets it): a dissection's passes split into shards over the
+    cluster's workers and merged exactly, an inversion on a worker of its own. Progress, cancel and
+    records stay with the jobs API."""
+    ray_task_cpus: float = Field(1.0, gt=0, le=256)
+    """CPUs one job task reserves on the cluster (its torch threads)."""
+    ray_task_gpus: float = Field(0.0, ge=0, le=16)
+    """GPUs (or a fraction) one job task reserves; tasks then compute on the GPU."""
     job_workers: int = Field(1, ge=1, le=16)
     """Jobs (feature visualisation, dissections) running at once; more wait in order."""
     dissect_samples: int = Field(2000, ge=10, le=100_000)

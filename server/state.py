@@ -6,6 +6,9 @@ own so that routers, services and the app factory can all import it without a cy
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from starlette.requests import HTTPConnection
 
@@ -34,7 +37,8 @@ class AppState:
         self.metrics = Metrics()
         self.catalog = Catalog(settings.default_model, settings.models_dir, settings.cache_dir, settings.segmenter,
                                self.device, settings.dissect_samples, settings.causal_samples, settings.zoo_dir,
-                               settings.dissect_threshold, settings.checkpoint_every_s)
+                               settings.dissect_threshold, settings.checkpoint_every_s,
+                               shard_runner=self._ray_runner if settings.job_runner == "ray" else None)
         self.uploads = UploadStore(settings.cache_dir / "uploads", settings.upload_max_items, settings.upload_ttl_s)
         """Uploaded pictures (``server.api.uploads``), painted like samples."""
         self.executor = InferenceExecutor(self.catalog, self.metrics, settings.queue_size, settings.max_batch,
@@ -61,6 +65,24 @@ class AppState:
         """Open lifespans: the app may be started by several servers or test clients in one process;
         the executor and jobs stop when the last one ends."""
 
+
+    def _ray_runner(self) -> Any:
+        from server.ray_tasks import RayRunner
+
+        return RayRunner(self.settings.ray_task_cpus, self.settings.ray_task_gpus)
+
+    def compute(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any] | None = None,
+                progress: Callable[[str, float], None] | None = None,
+                cancelled: Callable[[], bool] | None = None, note: Callable[[str], None] | None = None) -> Any:
+        """``fn(*args, progress=progress, **kwargs)``: a job's heavy step, here or, with
+        ``GANPAINT_JOB_RUNNER=ray``, as a task on the cluster (progress streamed back, cancel
+        honoured, the worker named to ``note``)."""
+        if self.settings.job_runner == "ray":
+            from server.ray_tasks import run_streamed
+
+            return run_streamed(fn, args, kwargs, progress, cancelled, self.settings.ray_task_cpus,
+                                self.settings.ray_task_gpus, note=note)
+        return fn(*args, progress=progress, **(kwargs or {}))
 
 def app_state(connection: HTTPConnection) -> AppState:
     """The state of the app serving this request or websocket."""

@@ -67,6 +67,7 @@ def start_table_build(state: Any, model: LoadedModel, layer: str, config: Dissec
     if config == catalog.server_config():
         table_state = catalog.table_state(model, layer)
         table_state.job = job.id
+        table_state.remote = job.remote and table_state.status != "ready"
         if table_state.status != "ready" and job.status in ("queued", "running"):
             table_state.status = "building"
         elif table_state.status != "ready" and job.status == "done":  # built before; its cache entry is gone

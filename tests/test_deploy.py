@@ -37,6 +37,39 @@ def test_compose_config_is_valid(profile: str) -> None:
     assert services == (["app-cpu"] if profile == "cpu" else ["app"])
 
 
+def test_compose_cluster_profile_is_redis_a_ray_head_and_gpu_workers() -> None:
+    args = [tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", "cluster"]
+    result = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    services = json.loads(result.stdout)["services"]
+    assert sorted(services) == ["ray-head", "ray-worker", "redis"]
+    assert [p["published"] for s in services.values() for p in s.get("ports", [])] == ["8000"]  # the head only
+    assert "--appendonly" in services["redis"]["command"]  # job records survive a Redis restart
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert head["environment"]["GANPAINT_REDIS_URL"] == "redis://redis:6379/0"
+    assert head["environment"]["GANPAINT_JOB_RUNNER"] == "ray" and "--cluster" in " ".join(head["command"])
+    assert head["build"]["args"]["GANPAINT_EXTRAS"] == "real,cluster" and worker["image"] == head["image"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    cache = {v["target"]: v["source"] for v in worker["volumes"]}
+    assert cache["/cache"] == {v["target"]: v["source"] for v in head["volumes"]}["/cache"]  # one shared store
+
+
+def test_cluster_deployment_options_scale_on_open_painters() -> None:
+    from server.cluster import ClusterConfig
+
+    fixed = ClusterConfig(replicas=3, painters_per_replica=12).deployment_options()
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["max_ongoing_requests"] == 12 and fixed["graceful_shutdown_timeout_s"] == 30.0
+    scaled = ClusterConfig(replicas=2, painters_per_replica=16, max_replicas=6, gpus_per_replica=0.5,
+                           drain_s=45).deployment_options()
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"]["min_replicas"] == 2 and scaled["autoscaling_config"]["max_replicas"] == 6
+    assert scaled["autoscaling_config"]["target_ongoing_requests"] == 12.0  # three quarters of 16 painters
+    assert scaled["ray_actor_options"]["num_gpus"] == 0.5 and scaled["graceful_shutdown_timeout_s"] == 45
+
+
 def test_checkpoints_folder_exists_for_the_mount() -> None:
     assert (ROOT / "checkpoints").is_dir()  # else Docker creates it, owned by root
 
@@ -100,3 +133,18 @@ def test_kubernetes_manifests_validate_strictly_and_keep_websockets_open() -> No
     from server.metrics import Metrics
 
     assert "ganpaint_ws_connections" in Metrics().render().decode()  # the gauge the HPA scales on exists
+
+
+def test_a_replica_is_unhealthy_only_when_its_executor_stopped() -> None:
+    from types import SimpleNamespace
+
+    from server.cluster import Replica
+
+    replica = Replica({})
+    replica.check_health()  # not built yet: Serve waits for the app, nothing to report
+    state = SimpleNamespace(lifespans=1, executor=SimpleNamespace(alive=True))
+    replica._ganpaint_app = SimpleNamespace(state=SimpleNamespace(ganpaint=state))
+    replica.check_health()
+    state.executor.alive = False
+    with pytest.raises(RuntimeError, match="executor"):
+        replica.check_health()

@@ -3,8 +3,6 @@ them, never run twice, interrupted only when their owner died."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ fakeredis = pytest.importorskip("fakeredis")
 from server.jobs import JobManager  # noqa: E402
 from server.jobstore import JobStore  # noqa: E402
 from server.jobstore_redis import RedisJobStore  # noqa: E402
+from tests.redis_server import RedisServer, needs_redis_server  # noqa: E402
 
 
 def _record(job_id: str, status: str = "done", created: float = 1.0) -> dict:
@@ -96,74 +95,79 @@ def test_only_a_dead_owners_jobs_are_interrupted(tmp_path: Path) -> None:
     a.shutdown(), c.close(), d.close()
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="Debian redis-server is not installed")
+@needs_redis_server
 def test_a_real_redis_server_and_a_restart_of_it(tmp_path: Path) -> None:
-    """Against Debian's redis-server: records survive a restart of Redis (RDB saved on shutdown)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always"]
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                return proc
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    proc = start()
-    try:
-        store = RedisJobStore(f"redis://127.0.0.1:{port}/0")
-        manager = JobManager(tmp_path / "jobs", store=store)
+    """Against Debian's redis-server: records survive a restart of Redis (append-only file)."""
+    with RedisServer(tmp_path) as server:
+        manager = JobManager(tmp_path / "jobs", store=RedisJobStore(server.url))
         job = manager.submit("quick", {"x": 1}, lambda j: {"answer": 42})
         assert manager.wait_idle(10) and job.status == "done"
         manager.close()
-        proc.terminate()
-        proc.wait(10)
-        proc = start()  # Redis restarted mid-life: the finished record is still there
-        again = JobManager(tmp_path / "jobs", store=RedisJobStore(f"redis://127.0.0.1:{port}/0"))
+        server.stop()
+        server.start()  # Redis restarted mid-life: the finished record is still there
+        again = JobManager(tmp_path / "jobs", store=RedisJobStore(server.url))
         assert again.get(job.id).status == "done" and again.get(job.id).result == {"answer": 42}
         again.close()
+
+
+@needs_redis_server
+def test_redis_restarted_mid_job_loses_no_finished_record(tmp_path: Path) -> None:
+    """Redis goes away while a job runs and the job finishes while it is away: once Redis is back
+    the finished record is written (the manager retries what the store missed), the record that
+    was finished before the restart is still there, and a watcher on another process sees the end."""
+    server = RedisServer(tmp_path).start()
+    url = server.url
+    try:
+        manager = JobManager(tmp_path / "jobs", store=RedisJobStore(url, lease_s=1.5))
+        first = manager.submit("quick", {"x": 1}, lambda j: {"answer": 42})
+        assert manager.wait_idle(10) and first.status == "done"
+        release = threading.Event()
+        running = threading.Event()
+
+        def slow(job) -> dict:
+            running.set()
+            release.wait(30)
+            return {"answer": 43}
+
+        second = manager.submit("slow", {"x": 2}, slow)
+        assert running.wait(10)
+        watcher = RedisJobStore(url)
+        assert watcher.get(second.id)["status"] == "running"
+        updates = watcher.watch(second.id, timeout=0.2)
+        server.stop()
+        release.set()  # the job finishes while Redis is down
+        assert manager.wait_idle(10) and second.status == "done"
+        assert next(updates) is None  # the watcher notices Redis is away
+        server.start()
+        seen = []
+        deadline = time.monotonic() + 10
+        for record in updates:
+            if record is not None:
+                seen.append(record["status"])
+                if record["status"] == "done":
+                    break
+            assert time.monotonic() < deadline, seen
+        store = RedisJobStore(url)
+        assert store.get(first.id)["result"] == {"answer": 42}
+        assert store.get(second.id)["status"] == "done" and store.get(second.id)["result"] == {"answer": 43}
+        manager.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="Debian redis-server is not installed")
+@needs_redis_server
 def test_a_job_started_on_one_server_streams_through_another(tiny_zoo: Path, tmp_path: Path) -> None:
     """Two apps (replicas) with one Redis and one cache volume: a feature visualisation started on A
     is found, streamed on /ws/jobs and fetched through B."""
     import json
-    import socket
 
     from fastapi.testclient import TestClient
 
     from server.app import create_app
     from tests.test_server import ORIGIN, make_settings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import redis
-
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        settings = make_settings(tiny_zoo, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+    with RedisServer() as server:
+        settings = make_settings(tiny_zoo, tmp_path, redis_url=server.url)
         with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
             job = a.post("/api/featviz", json={"units": [0, 1], "steps": 60, "layer": "features.block2"}).json()
             assert b.get(f"/api/jobs/{job['id']}").json()["kind"] == "featviz"
@@ -179,6 +183,3 @@ def test_a_job_started_on_one_server_streams_through_another(tiny_zoo: Path, tmp
             assert again["id"] == job["id"] and again["status"] == "done"  # B does not compute it again
             image = b.get(f"/api/jobs/{job['id']}/files/featviz.png")
             assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -24,7 +24,7 @@ from server.api.views import JobView
 from server.auth import accept_websocket
 from server.jobs import TERMINAL, Job, QueueFull
 from server.schemas import ID_PATTERN, LAYER_PATTERN
-from server.services import ensure_world_probe, featviz_images, world_images, write_netdissect_outputs
+from server.services import ensure_world_probe, featviz_task, world_images, write_netdissect_outputs
 from server.state import app_state
 from server.tables import start_table_build
 
@@ -102,10 +102,10 @@ def start_featviz(request: FeatvizRequest, state: StateDep,
         generator = None
         if request.param == "gan":
             generator = private_copy(state.catalog.get(state.settings.default_model).generator)
-        result = featviz_images(private_copy(classifier), request.layer, request.units, request.param, request.steps,
-                                request.lr, request.seed, generator,
-                                progress=lambda step, total, value: job.report(step / total, f"objective {value:.3f}"),
-                                cancelled=job.cancelled)
+        result = state.compute(featviz_task, (private_copy(classifier), request.layer, request.units, request.param,
+                                              request.steps, request.lr, request.seed, generator),
+                               progress=lambda stage, fraction: job.report(fraction, stage), cancelled=job.cancelled,
+                               note=job.note)
         Image.fromarray(to_uint8_grid(result.images)).save(job.directory / "featviz.png")
         return {"image": "featviz.png", "units": request.units, "start_objective": result.start_value,
                 "final_objective": result.final_value}

@@ -119,9 +119,10 @@ def start_inversion(state: AppState, model: LoadedModel, upload_id: str, encoder
         except Exception:  # no classifier installed: pixels only
             feature_loss = None
         generator = private_copy(model.generator)
-        result = invert(generator, model.edit_layer, encoder, pixels, refine_steps, adapt_steps, feature_loss,
-                        progress=lambda stage, fraction: job.report(fraction, stage),
-                        encoded=encoded["r"] if encoded is not None else None)
+        result = state.compute(invert, (generator, model.edit_layer, encoder, pixels, refine_steps, adapt_steps,
+                                        feature_loss), {"encoded": encoded["r"] if encoded is not None else None},
+                               progress=lambda stage, fraction: job.report(fraction, stage), cancelled=job.cancelled,
+                               note=job.note)
         if state.uploads.get(upload_id) is None:
             return {"upload": upload_id, "removed": True}
         state.uploads.save_tensors(upload_id, INVERTED, {"r": result.refined, **result.adaptation.state_dict()},

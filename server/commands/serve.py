@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--painters-per-replica", type=int, default=16,
                         help="--cluster: open painting connections one replica serves (default 16)")
     parser.add_argument("--gpus-per-replica", type=float, default=0.0, help="--cluster: GPUs each replica reserves")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0,
+                        help="--cluster: CPUs each replica reserves (its torch threads; default 1)")
+    parser.add_argument("--max-replicas", type=int,
+                        help="--cluster: autoscale between --replicas and this many on open painters per replica")
+    parser.add_argument("--drain-s", type=float, default=30.0,
+                        help="--cluster: how long a replica being removed waits for its open painters (default 30)")
     parser.add_argument("--ray-address", help="--cluster: join this Ray cluster instead of starting a local one")
 
 
@@ -59,11 +65,17 @@ def _serve_cluster(args: argparse.Namespace, settings: Any) -> int:
         from ray import serve  # noqa: F401
     except ImportError:
         raise CommandError("--cluster needs Ray Serve: pip install 'ganpaint[cluster]'") from None
-    if args.replicas < 1 or args.painters_per_replica < 1 or args.gpus_per_replica < 0:
-        raise CommandError("--replicas and --painters-per-replica must be at least 1, --gpus-per-replica >= 0")
+    if (args.replicas < 1 or args.painters_per_replica < 1 or args.gpus_per_replica < 0 or args.drain_s < 0
+            or args.cpus_per_replica <= 0):
+        raise CommandError("--replicas and --painters-per-replica must be at least 1, --gpus-per-replica and "
+                           "--drain-s at least 0, --cpus-per-replica above 0")
+    if args.max_replicas is not None and args.max_replicas < args.replicas:
+        raise CommandError("--max-replicas must be at least --replicas")
     from server.cluster import ClusterConfig, deploy
 
-    config = ClusterConfig(args.replicas, args.painters_per_replica, args.gpus_per_replica)
+    config = ClusterConfig(args.replicas, args.painters_per_replica, args.gpus_per_replica,
+                           cpus_per_replica=args.cpus_per_replica, max_replicas=args.max_replicas,
+                           drain_s=args.drain_s)
     deploy(settings, config, address=args.ray_address, blocking=True)
     return 0
 
