@@ -86,13 +86,13 @@ def dissection(model: str, samples: int) -> dict:
     from dissect_core.gandissect import DissectConfig, dissect
     from dissect_core.segmenters import load_segmenter
     from dissect_core.sharded import dissect_sharded
-    from models.zoo import get_entry, load_model
+    from models.zoo import load_model
     from server.ray_tasks import RayRunner
     from server.settings import Settings
 
     os.environ.update(ENV)
     generator = load_model(model)
-    layer = get_entry(model).edit_layer or "layer4"
+    layer = "layer4"  # the edit layer of every zoo generator (server.catalog)
     segmenter = load_segmenter(Settings().segmenter or "world64/segmenter")
     config = DissectConfig(samples=samples)
     torch.set_num_threads(os.cpu_count() or 1)

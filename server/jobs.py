@@ -165,8 +165,8 @@ class JobManager:
                    finished=record["finished"], notes=record["notes"], remote=remote)
 
     def _renew_leases(self) -> None:
-        """Keep this process's live jobs leased in the shared store, and pass on cancellations that
-        other processes asked for."""
+        """Keep this process's live jobs leased in the shared store, pass on cancellations that other
+        processes asked for, and mark the jobs of dead processes interrupted."""
         period = max(self.store.lease_ms / 3000, 0.2)
         while not self._closed.wait(period):
             with self._lock:
@@ -174,6 +174,7 @@ class JobManager:
             try:
                 self._save_unsaved()
                 self.store.renew([j.id for j in live])
+                self.store.mark_interrupted()  # the jobs of processes that died since
                 for job in live:
                     if self.store.cancel_requested(job.id):
                         job.cancel_event.set()

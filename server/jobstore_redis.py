@@ -11,7 +11,9 @@ that other, living replicas run. A queued or running record therefore carries a 
 ``<ns>:lease:<id>`` naming its owner with a time to live (``lease_s``), renewed by every ``put`` of
 the job (progress is written at least every second while it runs, and the manager also renews the
 leases of its live jobs, ``renew``); ``mark_interrupted`` marks only records whose lease has expired:
-their process died. Finished records have no lease and live until deleted.
+their process died. Every manager sweeps so once a lease period, so a replica's death shows as
+``interrupted`` within about two lease periods without waiting for a process to start. Finished
+records have no lease and live until deleted.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ class RedisJobStore:
         pipe.zadd(self._key("jobs"), {job_id: float(record["created"])})
         if record["status"] in LIVE:
             pipe.set(self._key("lease", job_id), self.owner, px=self.lease_ms)
+            pipe.sadd(self._key("live"), job_id)
         else:
             pipe.delete(self._key("lease", job_id), self._key("cancel", job_id))
+            pipe.srem(self._key("live"), job_id)
         pipe.publish(self._key("events", job_id), json.dumps(record))
         pipe.execute()
 
@@ -93,14 +97,20 @@ class RedisJobStore:
         pipe = self.redis.pipeline()
         pipe.delete(self._key("job", job_id), self._key("lease", job_id))
         pipe.zrem(self._key("jobs"), job_id)
+        pipe.srem(self._key("live"), job_id)
         pipe.execute()
 
     def mark_interrupted(self) -> int:
         """Queued or running records whose owner's lease has expired (their process died) become
-        ``interrupted``; the jobs of living processes are left alone. Returns how many."""
+        ``interrupted``; the jobs of living processes are left alone. Returns how many. Only the
+        live records are looked at (the set ``<ns>:live``), so every process can sweep often."""
         count = 0
-        for record in self.all(100_000):
-            if record["status"] in LIVE and not self.redis.exists(self._key("lease", record["id"])):
+        for raw_id in self.redis.smembers(self._key("live")):
+            job_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            record = self.get(job_id)
+            if record is None:
+                self.redis.srem(self._key("live"), job_id)
+            elif record["status"] in LIVE and not self.redis.exists(self._key("lease", job_id)):
                 record["status"] = "interrupted"
                 self.put(record)
                 count += 1

@@ -89,7 +89,10 @@ def test_only_a_dead_owners_jobs_are_interrupted(tmp_path: Path) -> None:
     assert c.get(job.id).status == "running"  # a living owner's job is left alone
     a.close()  # A stops renewing (its process "dies"); its job thread is still running, so pretend
     a._jobs[job.id].persist = None  # it can no longer write either
-    time.sleep(0.8)
+    deadline = time.monotonic() + 5  # C, alive all along, sweeps: no process needs to start
+    while c.store.get(job.id)["status"] != "interrupted":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     d = JobManager(tmp_path / "jobs", store=RedisJobStore(client=fakeredis.FakeRedis(server=server), lease_s=0.5))
     assert d.get(job.id).status == "interrupted"
     a.shutdown(), c.close(), d.close()
