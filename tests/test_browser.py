@@ -211,15 +211,24 @@ def test_download_and_shared_url(page, context, app_server: dict) -> None:
 
 
 def test_reconnect_after_the_socket_dies(page, app_server: dict) -> None:
+    """The socket dies (a replica going away): the page says it is reconnecting, then sends its whole
+    recipe again and shows the same painting; the next stroke paints on top."""
     open_painter(page, app_server)
     choose_brush(page, app_server)
+    seq = shown_seq(page)
+    drag(page, 0.5, 0.7, 0.7, 0.9)
+    wait_png(page, seq)
+    painted = pixels(page)
+    seq = shown_seq(page)
     page.evaluate("() => window.ganpaintSocket.dropConnection()")
-    page.wait_for_function("() => document.getElementById('banner').textContent.includes('disconnected')", timeout=5000)
-    page.wait_for_function("() => !document.getElementById('banner').textContent.includes('disconnected')", timeout=15000)
+    page.wait_for_function("() => document.getElementById('banner').textContent.includes('reconnecting')", timeout=5000)
+    page.wait_for_function("() => !document.getElementById('banner').textContent.includes('reconnecting')", timeout=15000)
+    wait_png(page, seq)  # the recipe was sent again on the new socket
+    assert np.array_equal(pixels(page), painted)  # no stroke lost
     seq = shown_seq(page)
     drag(page, 0.1, 0.7, 0.3, 0.9)
     wait_png(page, seq)
-    assert page.locator("#history li").count() == 1
+    assert page.locator("#history li").count() == 2
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)], ids=["desktop", "phone"])

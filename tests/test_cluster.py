@@ -231,3 +231,52 @@ def test_a_killed_replica_loses_no_painter(serve_base) -> None:
         reconnected += 1
     stack.close()
     assert reconnected >= 1  # the killed replica held some of them
+
+
+def test_scaling_in_drains_a_replica_and_its_painters_move(serve_base) -> None:
+    """Redeploy with one replica and a 2 s drain: the removed replica's painters are closed when
+    its drain ends, each reconnects to the remaining replica and gets its image back within 2 s;
+    afterwards every painter is on that replica."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from server.cluster import ClusterConfig, deploy
+    from server.replica import REPLICA_HEADER
+
+    address, settings = serve_base
+    recipe = {"model": "tiny", "sample": 3, "strokes": []}
+
+    def open_painter():  # type: ignore[no-untyped-def]
+        return connect(f"ws://{address}/ws/paint", origin=f"http://{address}", subprotocols=["ganpaint.v1"],
+                       open_timeout=30)
+
+    def paint(ws, seq: int) -> bytes:  # type: ignore[no-untyped-def]
+        ws.send(json.dumps({"v": 1, "type": "edit", "seq": seq, "recipe": recipe}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "image"
+        return ws.recv(timeout=30)
+
+    deadline = time.monotonic() + 90  # the replica killed by the test before is back
+    while len({httpx.get(f"http://{address}/readyz", timeout=30).headers[REPLICA_HEADER] for _ in range(6)}) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(1.0)
+    with ExitStack() as stack:
+        painters = [stack.enter_context(open_painter()) for _ in range(4)]
+        assert len({ws.response.headers[REPLICA_HEADER] for ws in painters}) == 2
+        expected = paint(painters[0], 0)
+        deploy(settings, ClusterConfig(replicas=1, painters_per_replica=16, cpus_per_replica=0.5, drain_s=2.0))
+        deadline = time.monotonic() + 30
+        moved = 0
+        while time.monotonic() < deadline:
+            for i, ws in enumerate(painters):
+                try:
+                    assert paint(ws, 1) == expected
+                except (ConnectionClosed, TimeoutError, OSError):
+                    started = time.monotonic()
+                    painters[i] = stack.enter_context(open_painter())
+                    assert paint(painters[i], 2) == expected
+                    assert time.monotonic() - started < 2.0
+                    moved += 1
+            if len({ws.response.headers[REPLICA_HEADER] for ws in painters}) == 1:
+                break
+            time.sleep(0.5)
+        assert len({ws.response.headers[REPLICA_HEADER] for ws in painters}) == 1 and moved >= 1

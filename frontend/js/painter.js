@@ -44,7 +44,8 @@ socket.addEventListener("status", (event) => {
     banner("error", `The server refused the painting connection: ${reason}. The operator sets ` +
       `GANPAINT_ALLOWED_ORIGINS to the address in this browser's bar (${location.origin}), then restarts it.`);
   }
-  else if (s === "closed") banner("error", `disconnected — retrying in ${(retryIn / 1000).toFixed(1)} s`);
+  // a replica going away (a cluster) or a restart: the strokes are all here and are sent again
+  else if (s === "closed") banner("warn", `reconnecting in ${(retryIn / 1000).toFixed(1)} s — your strokes are kept`);
   else if (s === "open") {
     banner(state.building ? "info" : "", state.building ? "computing brushes…" : "");
     if (state.view.model) requestRender(false);
