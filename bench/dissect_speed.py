@@ -1,22 +1,35 @@
-"""Dissection speed of the default model: samples per second and the cost split.
+"""Dissection speed of the default model: samples per second, CPU and kernel time, and the floor.
 
-    python bench/dissect_speed.py [--samples 2000] [--layer layer4] [--model world64]
+    python bench/dissect_speed.py [--samples 2000] [--layer layer4] [--model world64] [--threads 1]
 
-Times one full ``dissect()`` run, then the parts of one batch repeated: generator forward (full
-and up to the layer), segmenter, and statistics (upsample, threshold, IoU tally). Prints JSON with
-the projected time for 10,000 samples.
+Times one full ``dissect()`` run as ``ganpaint dissect`` makes it (``retain_freed_memory`` first):
+wall and CPU seconds, the kernel's share of them, minor page faults and peak memory. Then the
+**forward-pass floor**: the same batches through the passes no dissection can skip (the generator
+up to the layer for every sample; the whole generator and the segmenter for every sample, and again
+for the IQR calibration images), timed alone; the run's ratio to it is what the statistics cost.
+Then the parts of one batch repeated. Prints JSON with the projected time for 10,000 samples.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
 from benchutil import timed
 
-from dissect_core.gandissect import DissectConfig, dissect, upsample_to
+from dissect_core.gandissect import (
+    DissectConfig,
+    _resize_labels,
+    calibration_batches,
+    dissect,
+    label_size_of,
+    one_process_batches,
+    tally_thresholded,
+)
+from dissect_core.heap import retain_freed_memory
 from dissect_core.nethook import Trace
 from dissect_core.segmenters import category_index, load_segmenter
 from dissect_core.stats import IoUTally
@@ -32,47 +45,79 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threshold", choices=["quantile", "iqr"], default="quantile")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    heap = retain_freed_memory()
     generator = load_model(args.model)
     segmenter = load_segmenter(args.segmenter)
     config = DissectConfig(samples=args.samples, batch_size=args.batch_size, threshold=args.threshold)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     dissect(generator, [args.layer], segmenter, config)
     total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, kernel = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    floor = forward_floor(generator, segmenter, args.layer, config)
 
     b = args.batch_size
     z = z_tensor(range(b), generator.z_dim)
-    label_size = generator.resolution // 2
+    label_size = label_size_of(generator, config, {args.layer: generator.layer_shape(args.layer)})
     with torch.no_grad():
         images = generator(z)
         with Trace(generator, args.layer) as trace:
             generator(z)
         acts = trace[args.layer]
-        labels = segmenter(images)[..., 1::2, 1::2]
+        labels = _resize_labels(segmenter(images.clamp(-1, 1)), label_size)
         level = acts.permute(1, 0, 2, 3).flatten(1).quantile(0.99, dim=1)
 
         def stats() -> None:
-            tally = IoUTally(acts.shape[1], category_index(segmenter))
-            tally.add(upsample_to(acts, label_size) > level[None, :, None, None], labels)
+            tally_thresholded(IoUTally(acts.shape[1], category_index(segmenter)), acts, level, labels)
 
-        with torch.no_grad():
-            parts = {
-                "generator_full": timed(lambda: generator(z)),
-                "generator_to_layer": timed(lambda: generator.forward_to(args.layer, z)),
-                "segmenter": timed(lambda: segmenter(images)),
-                "statistics": timed(stats),
-            }
+        parts = {
+            "generator_full": timed(lambda: generator(z)),
+            "generator_to_layer": timed(lambda: generator.forward_to(args.layer, z)),
+            "segmenter": timed(lambda: segmenter(images)),
+            "statistics": timed(stats),
+        }
     per_sample = {k: v / b for k, v in parts.items()}
     print(json.dumps({
         "benchmark": "dissect_speed", "model": args.model, "layer": args.layer, "samples": args.samples,
         "threshold": args.threshold, "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
+        "retain_freed_memory": heap,
         "dissect_seconds": round(total, 2), "samples_per_second": round(args.samples / total, 1),
+        "cpu_seconds": round(user + kernel, 2), "kernel_share": round(kernel / max(user + kernel, 1e-9), 3),
+        "minor_page_faults": after.ru_minflt - before.ru_minflt, "peak_rss_mb": after.ru_maxrss // 1024,
+        "forward_floor_seconds": {k: round(v, 2) for k, v in floor.items()},
+        "run_vs_forward_floor": round(total / floor["total"], 2),
         "projected_seconds_10000": round(total * 10000 / args.samples, 1),
         "per_sample_ms": {k: round(v * 1000, 3) for k, v in per_sample.items()},
         "note": "pass 1 runs the generator to the layer; iqr mode adds a calibration pass (generator, segmenter, "
                 "level tallies) on the first 1,000 samples; pass 2 runs generator + segmenter + statistics",
     }, indent=2))
+
+
+def forward_floor(generator, segmenter, layer: str, config: DissectConfig) -> dict[str, float]:
+    """Wall seconds of the forward passes a dissection cannot skip, over the run's own batches."""
+    def run(batches: list[list[int]], full: bool) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for batch in batches:
+                z = z_tensor(batch, generator.z_dim, seed=config.seed)
+                if full:
+                    segmenter(generator(z).clamp(-1, 1))
+                else:
+                    generator.forward_to(layer, z)
+        return time.perf_counter() - start
+
+    batches = one_process_batches(config, config.samples)
+    parts = {"generator_to_layer": run(batches, False), "generator_and_segmenter": run(batches, True)}
+    if config.threshold == "iqr":
+        parts["calibration_generator_and_segmenter"] = run(calibration_batches(config), True)
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ CALIBRATION_VALUES = 1 << 24
 MIN_IQR = 0.01
 """IQR mode: a unit is interpretable only when its chosen label also carries this much information
 (gandissect's ``iqr_threshold``); with per-unit levels almost every unit finds some IoU > 0.04."""
+CHUNK_VALUES = 1 << 21
+"""Largest upsampled temporary (values) a dissection step makes at once. Temporaries beyond glibc's
+largest heap threshold (32 MB) are mapped and unmapped on every use, each page faulting anew: at
+16 images of a 512-unit layer on a 64 px grid that was a third of the run in kernel time."""
 MAX_TOP_VALUES = 40_000_000
 """Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
 
@@ -222,17 +226,24 @@ def upsample_to(activations: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(activations, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def chunk_images(units: int, size: int) -> int:
+    """Images per chunk so that one chunk's upsampled maps hold at most ``CHUNK_VALUES`` values."""
+    return max(1, CHUNK_VALUES // max(units * size * size, 1))
+
+
 def upsampled_chunks(activations: torch.Tensor, labels: torch.Tensor,
-                     chunk: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(activations upsampled to the label grid, labels), ``chunk`` images at a time: the upsampled
-    maps are the largest temporaries of dissection."""
+                     chunk: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(activations upsampled to the label grid, labels), ``chunk`` images at a time (default:
+    ``chunk_images``): the upsampled maps and what is computed from them are the largest
+    temporaries of dissection, so a chunk is kept small enough to be reused from the heap."""
     size = labels.shape[-1]
+    chunk = chunk or chunk_images(activations.shape[1], size)
     for start in range(0, activations.shape[0], chunk):
         yield upsample_to(activations[start:start + chunk].float(), size), labels[start:start + chunk]
 
 
 def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
-                      chunk: int = 16) -> None:
+                      chunk: int | None = None) -> None:
     """Upsample to the label grid, threshold at ``level`` and tally.
 
     Bilinear upsampling never exceeds a map's own maximum, so a (image, unit) map whose maximum is
@@ -249,7 +260,7 @@ def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.T
     size = labels.shape[-1]
     image, unit = fires.nonzero(as_tuple=True)
     tally.count_labels(labels)
-    per_chunk = max(1, (1 << 22) // (size * size))
+    per_chunk = max(1, CHUNK_VALUES // (size * size))
     for start in range(0, image.numel(), per_chunk):
         i, u = image[start:start + per_chunk], unit[start:start + per_chunk]
         maps = upsample_to(activations[i, u][:, None].float(), size)[:, 0]

@@ -359,22 +359,28 @@ class LevelTally:
         device = self.levels.device
         values = activations.to(device).float().permute(1, 0, 2, 3).reshape(units, n * h * w).contiguous()
         # bucket = number of the unit's levels strictly below the value, offset by the unit's row
-        cell = torch.searchsorted(self.levels, values) + torch.arange(units, device=device)[:, None] * self.buckets
+        cell = torch.searchsorted(self.levels, values)
+        del values
+        cell += torch.arange(units, device=device)[:, None] * self.buckets
         per_image = cell.view(units, n, h * w) + (
             torch.arange(n, device=device)[None, :, None] * (units * self.buckets))
         image_counts = torch.bincount(per_image.flatten(), minlength=n * units * self.buckets)
+        del per_image
         image_counts = image_counts.view(n, units, self.buckets)
         self.unit_counts += image_counts.sum(0)
         label_maps = label_maps.to(device).long()
         area, present = _label_areas_and_presence(label_maps, self.category_of, self.labels, self.categories)
         self.label_area += area
         cells = units * self.buckets
+        cell *= self.labels
+        counts = torch.zeros(cells * self.labels, dtype=torch.int64, device=device)
         for channel in range(label_maps.shape[1]):
-            labels = label_maps[:, channel].reshape(n * h * w)
-            valid = labels > 0
-            index = cell[:, valid] * self.labels + labels[valid][None, :]
-            counts = torch.bincount(index.flatten(), minlength=cells * self.labels)
-            self.label_counts += counts.view(units, self.buckets, self.labels)
+            # label 0 (no label) is counted too and dropped below: no masked copy of the cells
+            index = cell + label_maps[:, channel].reshape(1, n * h * w)
+            counts += torch.bincount(index.view(-1), minlength=cells * self.labels)
+        counts = counts.view(units, self.buckets, self.labels)
+        counts[:, :, 0] = 0
+        self.label_counts += counts
         self.category_counts += torch.einsum("nub,nc->ubc", image_counts.double(), present.double()).round().long()
         self.pixels += n * h * w
 

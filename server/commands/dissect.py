@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from dissect_core.build import build_layer_tables, causal_ids
 from dissect_core.gandissect import DissectConfig, interpretable_fraction
+from dissect_core.heap import retain_freed_memory
 from dissect_core.report import write_layer_report
 from dissect_core.segmenters import load_segmenter
 from dissect_core.tables import save_table
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--samples must be between 1 and 1000000")
     if not 0 < args.quantile < 0.5:
         raise CommandError("--quantile must be between 0 and 0.5")
+    retain_freed_memory()  # batch work: freed blocks stay for the next batch (dissect_core/heap.py)
     try:
         device = resolve_device(args.device)
         weights = resolve_weights(args.model)

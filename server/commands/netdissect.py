@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dissect_core.datasets.broden import BrodenDataset, BrodenError
+from dissect_core.heap import retain_freed_memory
 from dissect_core.netdissect import NetDissectConfig, netdissect
 from server.commands import Command, CommandError
 from server.commands.explain_common import check_layers, load_classifier
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     check_layers(model, layers)
     if not 1 <= args.samples <= 1_000_000:
         raise CommandError("--samples must be between 1 and 1000000")
+    retain_freed_memory()  # batch work: freed blocks stay for the next batch (dissect_core/heap.py)
     try:
         probe = BrodenDataset(args.probe or ensure_world_probe(args.samples))
     except BrodenError as exc:
