@@ -191,6 +191,18 @@ class JobManager:
             with job.changed:
                 self._persist(job)
 
+    def _recorded(self, job_id: str) -> Job | None:
+        """A finished job of this process that memory has let go of (only the newest are kept
+        there), from the store: a unit page asking for a feature visualisation made last week gets
+        it back instead of waiting minutes for it again."""
+        record = self.store.get(job_id)
+        if record is None or record["status"] != "done":
+            return None
+        job = self.from_record(record)
+        job.persist = self._persist
+        with self._lock:
+            return self._jobs.setdefault(job_id, job)
+
     def _remote(self, job_id: str) -> Job | None:
         """Another process's job, from the shared store (None when there is no record)."""
         if not self.shared:
@@ -217,11 +229,11 @@ class JobManager:
         """Start ``work`` as a job, or return the job already doing it or done with it (its files
         still on disk); a failed, cancelled or interrupted one runs again."""
         job_id = self.job_id(kind, params)
-        if self.shared and job_id not in self._jobs:
-            other = self._remote(job_id)
+        if job_id not in self._jobs:
+            other = self._remote(job_id) if self.shared else self._recorded(job_id)
             if other is not None and (other.status in ("queued", "running") or
                                       (other.status == "done" and other.directory.is_dir())):
-                return other  # another process runs it or has finished it: the same job
+                return other  # another process runs it, or it finished (here or there): the same job
         with self._lock:
             existing = self._jobs.get(job_id)
             if existing is not None and (existing.status in ("queued", "running") or
@@ -280,7 +292,9 @@ class JobManager:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)
-        return job if job is not None else self._remote(job_id)
+        if job is not None:
+            return job
+        return self._remote(job_id) if self.shared else self._recorded(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
         job = self.get(job_id)
