@@ -5,8 +5,9 @@
 Times one full ``dissect()`` run as ``ganpaint dissect`` makes it (``retain_freed_memory`` first):
 wall and CPU seconds, the kernel's share of them, minor page faults and peak memory. Then the
 **forward-pass floor**: the same batches through the passes no dissection can skip (the generator
-up to the layer for every sample; the whole generator and the segmenter for every sample, and again
-for the IQR calibration images), timed alone; the run's ratio to it is what the statistics cost.
+up to the layer for every sample; the whole generator and the segmenter for every sample, and for
+any IQR calibration batch pass 2 does not share), timed alone; the run's ratio to it is what the
+statistics cost.
 Then the parts of one batch repeated. Prints JSON with the projected time for 10,000 samples.
 """
 
@@ -114,8 +115,9 @@ def forward_floor(generator, segmenter, layer: str, config: DissectConfig) -> di
 
     batches = one_process_batches(config, config.samples)
     parts = {"generator_to_layer": run(batches, False), "generator_and_segmenter": run(batches, True)}
-    if config.threshold == "iqr":
-        parts["calibration_generator_and_segmenter"] = run(calibration_batches(config), True)
+    if config.threshold == "iqr":  # only calibration batches pass 2 does not share (it reuses the others)
+        parts["calibration_generator_and_segmenter"] = run([b for b in calibration_batches(config)
+                                                            if b not in batches], True)
     parts["total"] = sum(parts.values())
     return parts
 

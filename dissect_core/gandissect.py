@@ -56,6 +56,9 @@ CHUNK_VALUES = 1 << 21
 """Largest upsampled temporary (values) a dissection step makes at once. Temporaries beyond glibc's
 largest heap threshold (32 MB) are mapped and unmapped on every use, each page faulting anew: at
 16 images of a 512-unit layer on a 64 px grid that was a third of the run in kernel time."""
+REUSE_BYTES = 512 << 20
+"""IQR mode: memory pass 2 may use to keep the calibration's activations and labels (about 160 KB
+an image for a 512-unit 8x8 layer on a 64 px label grid, so 1,000 images fit)."""
 MAX_TOP_VALUES = 40_000_000
 """Largest number of floats (units x kept values) pass 1 may hold; beyond it, use fewer samples."""
 
@@ -361,9 +364,15 @@ def _traced_labels(generator: ProgressiveGenerator, segmenter: Segmenter, layers
 
 def add_iou_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str], config: DissectConfig,
                   batch: list[int], levels: dict[str, torch.Tensor], label_size: int,
-                  tallies: dict[str, IoUTally], features: dict[str, ConceptFeatures]) -> None:
-    """Pass 2 on one batch: the whole generator and the segmenter, thresholded at ``levels``."""
-    trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
+                  tallies: dict[str, IoUTally], features: dict[str, ConceptFeatures],
+                  traced: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None) -> None:
+    """Pass 2 on one batch: the whole generator and the segmenter, thresholded at ``levels``.
+    ``traced``: the batch's activations and labels already computed (by the IQR calibration)."""
+    trace: Trace | dict[str, torch.Tensor]
+    if traced is None:
+        trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
+    else:
+        trace, labels = traced[0], traced[1].long()
     for layer in layers:
         tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
         if label_size % trace[layer].shape[-2] == 0:
@@ -372,12 +381,14 @@ def add_iou_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers:
 
 def add_calibration_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str],
                           config: DissectConfig, batch: list[int], label_size: int,
-                          tallies: dict[str, LevelTally]) -> None:
-    """IQR calibration on one batch: counts at every candidate level."""
+                          tallies: dict[str, LevelTally]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """IQR calibration on one batch: counts at every candidate level. Returns the batch's
+    activations and labels, which pass 2 can reuse for the same batch."""
     trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
     for layer in layers:
         for up, chunk_labels in upsampled_chunks(trace[layer], labels):
             tallies[layer].add(up, chunk_labels)
+    return {layer: trace[layer] for layer in layers}, labels
 
 
 def choose_iqr(tallies: dict[str, LevelTally], category_of: list[int]) -> tuple[dict, dict, dict]:
@@ -407,6 +418,27 @@ def assemble_tables(layers: Sequence[str], shapes: dict[str, tuple[int, int, int
             concept_features=features[layer].mean().cpu().numpy(), concept_cells=features[layer].cells.cpu().numpy(),
         )
     return tables
+
+
+class _Reuse:
+    """Activations and labels of the IQR calibration's batches that pass 2 computes again (the same
+    batch, so bit-identical), kept within ``REUSE_BYTES``: pass 2 skips the generator and the
+    segmenter for them. Each is handed out once and then dropped."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.wanted = {tuple(b) for b in batches}
+        self.kept: dict[tuple[int, ...], tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+        self.bytes = 0
+
+    def keep(self, batch: list[int], acts: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        small = labels.to(torch.int16) if int(labels.max()) < 2**15 else labels
+        size = sum(a.numel() * a.element_size() for a in acts.values()) + small.numel() * small.element_size()
+        if tuple(batch) in self.wanted and self.bytes + size <= REUSE_BYTES:
+            self.kept[tuple(batch)] = (acts, small)
+            self.bytes += size
+
+    def take(self, batch: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        return self.kept.pop(tuple(batch), None)
 
 
 @torch.no_grad()
@@ -442,6 +474,8 @@ def dissect(
             raise InterruptedError("dissection cancelled")
         if progress is not None:
             progress(stage, done, total_batches)
+
+    reuse = _Reuse(batches)  # the calibration's forward passes, kept for pass 2's same batches
 
     # pass 1: levels and top images
     tops, images = new_level_statistics(config, shapes, device)
@@ -483,7 +517,8 @@ def dissect(
             candidates = calibration_levels(generator, layers, config, shapes)
             levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size,
                                                          category_of,
-                                                         lambda done: report("calibrate", len(batches) + done))
+                                                         lambda done: report("calibrate", len(batches) + done),
+                                                         keep=reuse.keep)
         saved = None
     levels_state = {"levels": {k: v.cpu() for k, v in levels.items()}, "q99": {k: v.cpu() for k, v in q99.items()},
                     "iqr": {k: v.cpu() for k, v in iqr.items()}, "iqr_labels": {k: v.cpu() for k, v in iqr_labels.items()},
@@ -503,7 +538,8 @@ def dissect(
     for done, batch in enumerate(batches, start=1):
         if done <= first:
             continue
-        add_iou_batch(generator, segmenter, layers, config, batch, levels, label_size, tallies, features)
+        add_iou_batch(generator, segmenter, layers, config, batch, levels, label_size, tallies, features,
+                      reuse.take(batch))
         if checkpoint is not None:
             checkpoint.save({"stage": "iou", "done": done, **levels_state,
                              "tallies": {layer: tallies[layer].state_dict() for layer in layers},
@@ -522,14 +558,18 @@ def calibration_batches(config: DissectConfig) -> list[list[int]]:
 
 def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str],
                        candidates: dict[str, torch.Tensor], config: DissectConfig, label_size: int,
-                       category_of: list[int], step: Callable[[int], None]) -> tuple[dict, dict, dict]:
+                       category_of: list[int], step: Callable[[int], None],
+                       keep: Callable[[list[int], dict[str, torch.Tensor], torch.Tensor], None] | None = None,
+                       ) -> tuple[dict, dict, dict]:
     """Tally the calibration images at every candidate level (this rank's share of the batches,
     all-reduced) and let each unit pick its level and label by IQR. Returns (levels, iqr, labels)
-    per layer."""
+    per layer. ``keep`` is offered each batch's activations and labels."""
     rank, world = _rank_and_world()
     tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
     for done, batch in enumerate(calibration_batches(config)[rank::world], start=1):
-        add_calibration_batch(generator, segmenter, layers, config, batch, label_size, tallies)
+        acts, labels = add_calibration_batch(generator, segmenter, layers, config, batch, label_size, tallies)
+        if keep is not None:
+            keep(batch, acts, labels)
         step(done)
     for layer in layers:
         tallies[layer].all_reduce()

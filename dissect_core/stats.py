@@ -359,27 +359,31 @@ class LevelTally:
         device = self.levels.device
         values = activations.to(device).float().permute(1, 0, 2, 3).reshape(units, n * h * w).contiguous()
         # bucket = number of the unit's levels strictly below the value, offset by the unit's row
-        cell = torch.searchsorted(self.levels, values)
+        # (int32 throughout: units x buckets x labels stays far below 2^31)
+        cell = torch.searchsorted(self.levels, values, out_int32=True)
         del values
-        cell += torch.arange(units, device=device)[:, None] * self.buckets
-        per_image = cell.view(units, n, h * w) + (
-            torch.arange(n, device=device)[None, :, None] * (units * self.buckets))
-        image_counts = torch.bincount(per_image.flatten(), minlength=n * units * self.buckets)
-        del per_image
-        image_counts = image_counts.view(n, units, self.buckets)
-        self.unit_counts += image_counts.sum(0)
+        cell += torch.arange(0, units * self.buckets, self.buckets, device=device, dtype=torch.int32)[:, None]
         label_maps = label_maps.to(device).long()
         area, present = _label_areas_and_presence(label_maps, self.category_of, self.labels, self.categories)
         self.label_area += area
         cells = units * self.buckets
+        if n > 1:  # the per-image counts the category counts need
+            per_image = cell.view(units, n, h * w) + torch.arange(0, n * cells, cells, device=device,
+                                                                   dtype=torch.int32)[None, :, None]
+            image_counts = torch.bincount(per_image.view(-1), minlength=n * cells).view(n, units, self.buckets)
+            del per_image
         cell *= self.labels
+        labels = label_maps.to(torch.int32)
         counts = torch.zeros(cells * self.labels, dtype=torch.int64, device=device)
         for channel in range(label_maps.shape[1]):
             # label 0 (no label) is counted too and dropped below: no masked copy of the cells
-            index = cell + label_maps[:, channel].reshape(1, n * h * w)
-            counts += torch.bincount(index.view(-1), minlength=cells * self.labels)
+            counts += torch.bincount((cell + labels[:, channel].reshape(1, n * h * w)).view(-1),
+                                     minlength=cells * self.labels)
+            if n == 1 and channel == 0:  # every pixel has one label in a channel: its counts sum to the pixels
+                image_counts = counts.view(1, units, self.buckets, self.labels).sum(3)
         counts = counts.view(units, self.buckets, self.labels)
         counts[:, :, 0] = 0
+        self.unit_counts += image_counts.sum(0)
         self.label_counts += counts
         self.category_counts += torch.einsum("nub,nc->ubc", image_counts.double(), present.double()).round().long()
         self.pixels += n * h * w

@@ -75,3 +75,20 @@ def test_a_cancelled_sharded_dissection_stops(generator: ProgressiveGenerator) -
         dissect_sharded(generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=30, batch_size=3,
                         threshold="quantile", label_size=16), LocalRunner(), cancelled=cancelled)
     assert len(calls) == 3
+
+
+def test_iqr_pass_two_reuses_the_calibration_forward_passes(generator: ProgressiveGenerator) -> None:
+    """With every sample in the calibration, pass 2 runs neither the generator nor the segmenter
+    again, and the table is the one the shard tasks (which recompute everything) give."""
+    class Counting(ColourRuleSegmenter):
+        calls = 0
+
+        def __call__(self, images):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().__call__(images)
+
+    config = DissectConfig(samples=22, batch_size=3, threshold="iqr", label_size=16)
+    table = dissect(generator, ["layer4"], Counting(), config)["layer4"]
+    assert Counting.calls == 8  # the 8 calibration batches only; pass 2 reused them all
+    assert_same_tables(table, dissect_sharded(generator, ["layer4"], ColourRuleSegmenter(), config,
+                                              LocalRunner())["layer4"], "iqr")
