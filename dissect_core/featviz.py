@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -232,12 +232,15 @@ class RedirectedReLU(nn.Module):
 def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int = 256, lr: float = 0.05,
            transforms: Transforms | None = Transforms(), seed: int = 0,
            progress: Callable[[int, int, float], None] | None = None,
-           cancelled: Callable[[], bool] | None = None, redirect_relu: bool = True) -> FeatvizResult:
+           cancelled: Callable[[], bool] | None = None, redirect_relu: bool = True,
+           redirect_steps: int = 16) -> FeatvizResult:
     """Maximise ``objective`` over ``param``'s image; returns the images and the objective's course.
 
     ``start_value`` / ``final_value`` are the objective on the untransformed image before and after.
     ``redirect_relu`` (lucid's default) lets units that are silent on the start image be optimised
-    at all: with plain ReLU gradients their image would stay the flat start.
+    at all: with plain ReLU gradients their image would stay the flat start. As in lucid
+    (``relu_gradient_override``), the redirection is for the first ``redirect_steps`` steps only;
+    by then the unit fires, and plain gradients (a third cheaper a step) take over.
     """
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -253,16 +256,20 @@ def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int 
             model(param())
         return float(objective(trace.outputs))
 
+    redirected = ExitStack()
     try:
         start = evaluate()
+        if redirect_relu and redirect_steps > 0:  # swapped once, put back after the first steps
+            redirected.enter_context(relus_replaced(model, RedirectedReLU))
         for step in range(steps):
             if cancelled is not None and cancelled():
                 raise InterruptedError("feature visualisation cancelled")
+            if step == redirect_steps:
+                redirected.close()
             images = param()
             if transforms is not None:
                 images = transforms(images, gen)
-            relus = relus_replaced(model, RedirectedReLU) if redirect_relu else nullcontext()
-            with relus, Trace(model, objective.layers, detach=False, stop=True) as trace:
+            with Trace(model, objective.layers, detach=False, stop=True) as trace:
                 model(images)
             value = objective(trace.outputs)
             optimizer.zero_grad(set_to_none=True)
@@ -272,10 +279,12 @@ def render(model: nn.Module, objective: Objective, param: nn.Module, steps: int 
                 history.append(float(value.detach()))
                 if progress is not None:
                     progress(step + 1, steps, history[-1])
+        redirected.close()
         with torch.no_grad():
             final_images = param().detach()
         return FeatvizResult(final_images, history, start, evaluate())
     finally:
+        redirected.close()  # the ReLUs are back however the run ends (a second close does nothing)
         model.train(was_training)
 
 

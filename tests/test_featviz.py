@@ -88,3 +88,24 @@ def test_units_silent_on_the_start_image_are_still_visualised() -> None:
     assert changes[False] == 0.0 and finals[False] == 0.0 and stds[False] < 2.0
     assert changes[True] > 20.0 and stds[True] > 5.0 and finals[True] > 0.0
     assert count_hooks(model) == 0 and all(type(m).__name__ != "RedirectedReLU" for m in model.modules())
+
+
+def test_redirected_relu_gradient_matches_lucids_rule() -> None:
+    """Against a direct transcription of the rule: per image, the ReLU gradient, or where that is
+    zero everywhere, the incoming gradient except where it would push a negative input lower."""
+    from dissect_core.featviz import RedirectedReLU
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5)
+    x[1] = -x[1].abs() - 0.1  # image 1: the unit is off everywhere
+    grad = torch.randn(4, 3, 5, 5)
+    grad[2] = grad[2] * (x[2] < 0)  # image 2: the gradient only reaches negative inputs
+    leaf = x.clone().requires_grad_(True)
+    out = RedirectedReLU()(leaf)
+    out.backward(grad)
+    relu = torch.where(x < 0, torch.zeros_like(grad), grad)
+    redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+    silent = relu.flatten(1).norm(dim=1) == 0
+    expected = torch.where(silent.view(-1, 1, 1, 1), redirected, relu)
+    assert silent.tolist() == [False, True, True, False]
+    assert torch.equal(leaf.grad, expected) and torch.equal(out, x.clamp(min=0))
