@@ -233,3 +233,26 @@ def test_kill_9_mid_build_and_mid_job_loses_nothing(tiny_zoo: Path, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def test_the_ray_job_runner_without_ray_fails_startup_clearly(tiny_zoo: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """GANPAINT_JOB_RUNNER=ray on an install without the cluster extra: one line saying what to
+    install, before anything starts (not a failure at the first job)."""
+    import argparse
+    import importlib.util
+
+    from server.commands import CommandError, serve
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    for key, value in {"GANPAINT_ZOO_DIR": str(tiny_zoo), "GANPAINT_DEFAULT_MODEL": "tiny", "GANPAINT_SEGMENTER": "",
+                       "GANPAINT_CACHE_DIR": str(tmp_path / "cache"), "GANPAINT_JOB_RUNNER": "ray"}.items():
+        monkeypatch.setenv(key, value)
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started"))
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    with pytest.raises(CommandError, match=r"pip install 'ganpaint\[cluster\]'"):
+        serve.run(parser.parse_args([]))

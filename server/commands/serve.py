@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc).splitlines()[0] + ": " + exc.errors()[0]["msg"]) from exc
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_default_model(settings)
+    if settings.job_runner == "ray" and importlib.util.find_spec("ray") is None:
+        raise CommandError("GANPAINT_JOB_RUNNER=ray needs Ray: pip install 'ganpaint[cluster]'")
     if args.cluster:
         return _serve_cluster(args, settings)
     app = create_app(settings)
