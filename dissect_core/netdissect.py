@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,19 @@ def _batches(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+def _prefetched(dataset: BrodenDataset, batches: list[range],
+                device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches decoded one ahead on a thread of their own: PNG decoding releases the GIL, so
+    on a second core it overlaps the model and the tally instead of adding to them."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-decode") as pool:
+        ahead = pool.submit(_load_batch, dataset, batches[0], device) if batches else None
+        for index in range(len(batches)):
+            assert ahead is not None
+            current = ahead.result()
+            ahead = pool.submit(_load_batch, dataset, batches[index + 1], device) if index + 1 < len(batches) else None
+            yield current
+
+
 def _load_batch(dataset: BrodenDataset, indices: range, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     items = [dataset[i] for i in indices]
     images = torch.from_numpy(np.stack([img for img, _ in items])).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
@@ -136,8 +150,8 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
         images_top: dict[str, TopImages] = {}
         cached: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
         cached_bytes = 0
-        for b, indices in enumerate(batches, start=1):
-            images, label_maps = _load_batch(dataset, indices, device)
+        for b, (indices, (images, label_maps)) in enumerate(zip(batches, _prefetched(dataset, batches, device)),
+                                                            start=1):
             with Trace(runner, layers, stop=True) as trace:
                 runner(images.to(dtype))
             acts = {layer: trace[layer].float() for layer in layers}
