@@ -302,7 +302,8 @@ def _resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(labels.float(), size=(size, size), mode="nearest").long()
 
 
-def _validate(layers: Sequence[str], config: DissectConfig) -> None:
+def check_config(layers: Sequence[str], config: DissectConfig) -> None:
+    """Refuse a dissection that cannot run (no layers, quantiles out of range, unknown threshold)."""
     if not layers:
         raise ValueError("at least one layer is needed")
     if not 0 < config.quantile < 1 or not 0 < config.insert_quantile < 1:
@@ -431,9 +432,11 @@ class _Reuse:
         self.bytes = 0
 
     def keep(self, batch: list[int], acts: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        if tuple(batch) not in self.wanted:
+            return
         small = labels.to(torch.int16) if int(labels.max()) < 2**15 else labels
         size = sum(a.numel() * a.element_size() for a in acts.values()) + small.numel() * small.element_size()
-        if tuple(batch) in self.wanted and self.bytes + size <= REUSE_BYTES:
+        if self.bytes + size <= REUSE_BYTES:
             self.kept[tuple(batch)] = (acts, small)
             self.bytes += size
 
@@ -457,7 +460,7 @@ def dissect(
     started again with the same inputs continues after the last saved batch, to the same table.
     (``dissect_core.sharded.dissect_sharded`` runs the same passes as tasks on a cluster.)
     """
-    _validate(layers, config)
+    check_config(layers, config)
     device = next(generator.parameters()).device
     batches = _shard_batches(config)
     shapes = layer_shapes(generator, layers)

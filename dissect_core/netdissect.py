@@ -93,12 +93,13 @@ def _prefetched(dataset: BrodenDataset, batches: list[range],
     """The batches decoded one ahead on a thread of their own: PNG decoding releases the GIL, so
     on a second core it overlaps the model and the tally instead of adding to them."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-decode") as pool:
-        ahead = pool.submit(_load_batch, dataset, batches[0], device) if batches else None
-        for index in range(len(batches)):
-            assert ahead is not None
-            current = ahead.result()
-            ahead = pool.submit(_load_batch, dataset, batches[index + 1], device) if index + 1 < len(batches) else None
-            yield current
+        ahead = None
+        for indices in batches:
+            current, ahead = ahead, pool.submit(_load_batch, dataset, indices, device)
+            if current is not None:
+                yield current.result()
+        if ahead is not None:
+            yield ahead.result()
 
 
 def _load_batch(dataset: BrodenDataset, indices: range, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

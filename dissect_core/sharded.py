@@ -21,13 +21,13 @@ from dissect_core.gandissect import (
     DissectConfig,
     LayerTable,
     Progress,
-    _validate,
     add_calibration_batch,
     add_iou_batch,
     add_level_batch,
     assemble_tables,
     calibration_batches,
     calibration_levels,
+    check_config,
     choose_iqr,
     label_size_of,
     layer_shapes,
@@ -105,12 +105,11 @@ def calibration_shard(generator: ProgressiveGenerator, segmenter: Segmenter, lay
                       config: DissectConfig, candidates: dict[str, torch.Tensor],
                       batches: list[list[int]]) -> dict[str, LevelTally]:
     """IQR mode: counts at every candidate level on a shard of the calibration images."""
-    shapes = layer_shapes(generator, layers)
+    label_size = label_size_of(generator, config, layer_shapes(generator, layers))
     category_of = category_index(segmenter)
     tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
     for batch in batches:
-        add_calibration_batch(generator, segmenter, layers, config, batch, label_size_of(generator, config, shapes),
-                              tallies)
+        add_calibration_batch(generator, segmenter, layers, config, batch, label_size, tallies)
     return tallies
 
 
@@ -133,7 +132,7 @@ def dissect_sharded(generator: ProgressiveGenerator, layers: Sequence[str], segm
                     cancelled: Callable[[], bool] | None = None) -> dict[str, LayerTable]:
     """``dissect`` with each pass run as shards on ``runner`` and merged here. Progress counts
     finished batches over the three passes; cancelling stops the runner's outstanding tasks."""
-    _validate(layers, config)
+    check_config(layers, config)
     layers = list(layers)
     generator = generator.cpu().eval()
     shapes = layer_shapes(generator, layers)

@@ -244,9 +244,19 @@ class Inversion:
 
 def invert(generator: ProgressiveGenerator, layer: str, encoder: nn.Module, pixels: np.ndarray,
            refine_steps: int = 100, adapt_steps: int = 300, feature_loss: FeatureLoss | None = None,
-           progress: Callable[[str, float], None] | None = None, encoded: torch.Tensor | None = None) -> Inversion:
+           progress: Callable[[str, float], None] | None = None, encoded: torch.Tensor | None = None,
+           cancelled: Callable[[], bool] | None = None) -> Inversion:
     """Encode, refine and adapt one (S, S, 3) uint8 picture; ``progress(stage, fraction)`` after each step
-    (raise from it to stop). ``encoded`` reuses an encoding made earlier (the upload's preview)."""
+    (raise from it to stop); ``cancelled()`` true stops it at the next step. ``encoded`` reuses an
+    encoding made earlier (the upload's preview)."""
+    if cancelled is not None:
+        reported = progress
+
+        def progress(stage: str, fraction: float) -> None:  # every step is a cancellation point
+            if cancelled():
+                raise InterruptedError("inversion cancelled")
+            if reported is not None:
+                reported(stage, fraction)
     device = next(generator.parameters()).device
     picture = picture_tensor(pixels, device)
     seconds: dict[str, float] = {}

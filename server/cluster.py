@@ -11,7 +11,6 @@ stays the single-machine default; nothing here is imported unless asked for.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,15 +89,11 @@ def deploy(settings: Settings, config: ClusterConfig, address: str | None = None
     """Start (or join, with ``address``) a Ray cluster, start Serve's proxy on the settings' host and
     port, and run the app on ``config.replicas`` replicas; returns the Serve handle. Jobs compute as
     Ray tasks unless the settings say otherwise (``GANPAINT_JOB_RUNNER=local``)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
     from ray import serve
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    from server.ray_tasks import connect
+
+    connect(address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     if "job_runner" not in settings.model_fields_set:
         settings = settings.model_copy(update={"job_runner": "ray"})

@@ -191,24 +191,22 @@ class JobManager:
             with job.changed:
                 self._persist(job)
 
-    def _recorded(self, job_id: str) -> Job | None:
-        """A finished job of this process that memory has let go of (only the newest are kept
-        there), from the store: a unit page asking for a feature visualisation made last week gets
-        it back instead of waiting minutes for it again."""
+    def _from_store(self, job_id: str) -> Job | None:
+        """A job memory does not hold, from the store: with a shared store, another process's job
+        (read-only here); otherwise a finished job of this process that memory has let go of (only
+        the newest are kept there), so a unit page asking for a feature visualisation made last
+        week gets it back instead of waiting minutes for it again."""
         record = self.store.get(job_id)
-        if record is None or record["status"] != "done":
+        if record is None:
+            return None
+        if self.shared:
+            return self.from_record(record, remote=True)
+        if record["status"] != "done":
             return None
         job = self.from_record(record)
         job.persist = self._persist
         with self._lock:
             return self._jobs.setdefault(job_id, job)
-
-    def _remote(self, job_id: str) -> Job | None:
-        """Another process's job, from the shared store (None when there is no record)."""
-        if not self.shared:
-            return None
-        record = self.store.get(job_id)
-        return self.from_record(record, remote=True) if record is not None else None
 
     def watch(self, job: Job, timeout: float) -> Any:
         """An iterator of a remote job's records as they change (None after ``timeout`` s without one)."""
@@ -230,7 +228,7 @@ class JobManager:
         still on disk); a failed, cancelled or interrupted one runs again."""
         job_id = self.job_id(kind, params)
         if job_id not in self._jobs:
-            other = self._remote(job_id) if self.shared else self._recorded(job_id)
+            other = self._from_store(job_id)
             if other is not None and (other.status in ("queued", "running") or
                                       (other.status == "done" and other.directory.is_dir())):
                 return other  # another process runs it, or it finished (here or there): the same job
@@ -294,7 +292,7 @@ class JobManager:
             job = self._jobs.get(job_id)
         if job is not None:
             return job
-        return self._remote(job_id) if self.shared else self._recorded(job_id)
+        return self._from_store(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
         job = self.get(job_id)

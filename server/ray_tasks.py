@@ -24,12 +24,14 @@ POLL_S = 0.25
 
 def connect(address: str | None = None) -> Any:
     """The ``ray`` module, connected: a Serve replica is already a Ray worker; otherwise join
-    ``address`` (or ``RAY_ADDRESS``, or start a local cluster)."""
+    ``address`` (or ``RAY_ADDRESS``), or start a local cluster on 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        joining = bool(address or os.environ.get("RAY_ADDRESS"))
+        ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                 _node_ip_address=None if joining else "127.0.0.1")
     return ray
 
 
@@ -48,28 +50,26 @@ def _on_device(value: Any, device: str) -> Any:
 
 def _shard_task(fn: Callable[..., Any], device: str, *args: Any) -> Any:
     """One shard in a worker: its models on the worker's device, its statistics back on the CPU."""
-    import torch
-
     result = fn(*(_on_device(a, device) for a in args))
-    if device != "cpu":
-        result = _to_cpu(result, torch)
-    return result
+    return _to_cpu(result) if device != "cpu" else result
 
 
-def _to_cpu(value: Any, torch: Any) -> Any:
+def _to_cpu(value: Any) -> Any:
     """A task's result with every tensor and module moved to the CPU (the coordinator has no GPU)."""
     import dataclasses
+
+    import torch
 
     if isinstance(value, (torch.Tensor, torch.nn.Module)):
         return value.cpu()
     if isinstance(value, dict):
-        return {k: _to_cpu(v, torch) for k, v in value.items()}
+        return {k: _to_cpu(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v, torch) for v in value)
+        return type(value)(_to_cpu(v) for v in value)
     if dataclasses.is_dataclass(value) or hasattr(value, "state_dict"):
         for name, item in vars(value).items():
             if isinstance(item, (torch.Tensor, torch.nn.Module, dict, list, tuple)) or dataclasses.is_dataclass(item):
-                setattr(value, name, _to_cpu(item, torch))
+                setattr(value, name, _to_cpu(item))
     return value
 
 
@@ -117,7 +117,8 @@ class RayRunner:
 
 
 def _streamed(fn: Callable[..., Any], device: str, args: tuple, kwargs: dict) -> Iterator[tuple[str, Any]]:
-    """In the worker: run ``fn(*args, progress=..., **kwargs)`` in a thread, yielding
+    """In the worker: run ``fn(*args, progress=..., cancelled=None, **kwargs)`` in a thread (the
+    coordinator cancels by ending the task), yielding
     ``("worker", host:pid)``, its progress calls as ``("progress", (stage, fraction))`` and then
     ``("result", value)``."""
     updates: queue.Queue = queue.Queue()
@@ -125,11 +126,9 @@ def _streamed(fn: Callable[..., Any], device: str, args: tuple, kwargs: dict) ->
 
     def target() -> None:
         try:
-            import torch
-
             result = fn(*(_on_device(a, device) for a in args),
-                        progress=lambda stage, fraction: updates.put((stage, fraction)), **kwargs)
-            outcome["result"] = _to_cpu(result, torch) if device != "cpu" else result
+                        progress=lambda stage, fraction: updates.put((stage, fraction)), cancelled=None, **kwargs)
+            outcome["result"] = _to_cpu(result) if device != "cpu" else result
         except BaseException as exc:
             outcome["error"] = exc
         updates.put(None)
@@ -147,13 +146,13 @@ def run_streamed(fn: Callable[..., Any], args: tuple, kwargs: dict | None = None
                  progress: Callable[[str, float], None] | None = None, cancelled: Callable[[], bool] | None = None,
                  num_cpus: float = 1.0, num_gpus: float = 0.0, address: str | None = None,
                  note: Callable[[str], None] | None = None) -> Any:
-    """``fn(*args, progress=..., **kwargs)`` as one Ray task; its progress calls reach ``progress``
-    here as they happen, and ``note`` hears which worker took it. Cancelling stops the task (its
-    worker process is ended)."""
+    """``fn(*args, progress=..., cancelled=None, **kwargs)`` as one Ray task; its progress calls
+    reach ``progress`` here as they happen, and ``note`` hears which worker took it. Cancelling
+    stops the task (its worker process is ended)."""
     import torch
 
     ray = connect(address)
-    args = tuple(_to_cpu(a, torch) if isinstance(a, (torch.Tensor, torch.nn.Module)) else a for a in args)
+    args = tuple(_to_cpu(a) if isinstance(a, (torch.Tensor, torch.nn.Module)) else a for a in args)
     task = ray.remote(_streamed).options(num_cpus=num_cpus, num_gpus=num_gpus, num_returns="streaming",
                                          max_retries=0)
     stream = task.remote(fn, _device_for(num_gpus), args, kwargs or {})
@@ -175,5 +174,6 @@ def run_streamed(fn: Callable[..., Any], args: tuple, kwargs: dict | None = None
                     note(f"computed as a Ray task on worker {value}")
             elif progress is not None:
                 progress(*value)
-    finally:
+    except BaseException:  # cancelled here, or the job stopped: end the task (a finished one is left alone)
         ray.cancel(stream, force=True)
+        raise

@@ -76,10 +76,11 @@ def featviz_images(model: torch.nn.Module, layer: str, units: list[int], param_k
 
 def featviz_task(model: torch.nn.Module, layer: str, units: list[int], param_kind: str, steps: int, lr: float,
                  seed: int, generator: ProgressiveGenerator | None = None,
-                 progress: Callable[[str, float], None] | None = None):
+                 progress: Callable[[str, float], None] | None = None, cancelled: Callable[[], bool] | None = None):
     """``featviz_images`` with the ``(stage, fraction)`` progress a job step reports (``AppState.compute``)."""
     report = (lambda step, total, value: progress(f"objective {value:.3f}", step / total)) if progress else None
-    return featviz_images(model, layer, units, param_kind, steps, lr, seed, generator, progress=report)
+    return featviz_images(model, layer, units, param_kind, steps, lr, seed, generator, progress=report,
+                          cancelled=cancelled)
 
 
 def world_images(count: int, size: int = 64, split: str = "probe", cancelled: Callable[[], bool] | None = None) -> list:

@@ -74,15 +74,15 @@ class AppState:
     def compute(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any] | None = None,
                 progress: Callable[[str, float], None] | None = None,
                 cancelled: Callable[[], bool] | None = None, note: Callable[[str], None] | None = None) -> Any:
-        """``fn(*args, progress=progress, **kwargs)``: a job's heavy step, here or, with
-        ``GANPAINT_JOB_RUNNER=ray``, as a task on the cluster (progress streamed back, cancel
-        honoured, the worker named to ``note``)."""
+        """``fn(*args, progress=progress, cancelled=cancelled, **kwargs)``: a job's heavy step, here
+        or, with ``GANPAINT_JOB_RUNNER=ray``, as a task on the cluster (progress streamed back,
+        cancelled by ending the task, the worker named to ``note``)."""
         if self.settings.job_runner == "ray":
             from server.ray_tasks import run_streamed
 
             return run_streamed(fn, args, kwargs, progress, cancelled, self.settings.ray_task_cpus,
                                 self.settings.ray_task_gpus, note=note)
-        return fn(*args, progress=progress, **(kwargs or {}))
+        return fn(*args, progress=progress, cancelled=cancelled, **(kwargs or {}))
 
 def app_state(connection: HTTPConnection) -> AppState:
     """The state of the app serving this request or websocket."""

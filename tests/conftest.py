@@ -1,4 +1,4 @@
-"""Shared fixtures: small ProGAN checkpoints written in the released formats."""
+"""Shared fixtures: small ProGAN checkpoints in the released formats, a small random generator to dissect."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio._core._fileio  # noqa: F401
 import pytest
 import torch
+
+from models.proggan import ProgressiveGenerator
 
 
 def released_state_dict(sizes: list[int], seed: int = 0, old_format: bool = False) -> dict[str, torch.Tensor]:
@@ -70,6 +72,16 @@ def released_checkpoint(tmp_path: Path, small_sizes: list[int]) -> Path:
     path = tmp_path / "church_lsun.pth"
     torch.save(released_state_dict(small_sizes), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def dissect_generator() -> ProgressiveGenerator:
+    """A small random generator whose units differ enough to dissect (32x32, layer4: 12 units at 8x8)."""
+    torch.manual_seed(4)
+    g = ProgressiveGenerator([16, 16, 12, 8, 8])
+    for p in g.parameters():
+        torch.nn.init.normal_(p, std=1.0)
+    return g.eval()
 
 
 @pytest.fixture(scope="session")

@@ -23,21 +23,12 @@ from models.samples import z_tensor
 from tests.fake_segmenter import ColourRuleSegmenter
 
 
-@pytest.fixture(scope="module")
-def generator() -> ProgressiveGenerator:
-    torch.manual_seed(4)
-    g = ProgressiveGenerator([16, 16, 12, 8, 8])  # 32x32, layer4 has 12 units at 8x8
-    for p in g.parameters():
-        torch.nn.init.normal_(p, std=1.0)
-    return g.eval()
-
-
-def brute_force(generator: ProgressiveGenerator, layer: str, samples: int, quantile: float, size: int) -> dict:
+def brute_force(dissect_generator: ProgressiveGenerator, layer: str, samples: int, quantile: float, size: int) -> dict:
     """Everything in memory, numpy quantiles, direct IoU with category-aware denominators."""
-    z = z_tensor(range(samples), generator.z_dim)
+    z = z_tensor(range(samples), dissect_generator.z_dim)
     with torch.no_grad():
-        acts = generator.forward_to(layer, z)
-        images = generator.forward_from(layer, acts)
+        acts = dissect_generator.forward_to(layer, z)
+        images = dissect_generator.forward_from(layer, acts)
     seg = ColourRuleSegmenter()(images.clamp(-1, 1))
     step = images.shape[-1] // size
     seg = seg[..., step // 2 :: step, step // 2 :: step]
@@ -62,22 +53,22 @@ def brute_force(generator: ProgressiveGenerator, layer: str, samples: int, quant
     return {"level": level, "iou": iou}
 
 
-def test_dissect_matches_brute_force(generator: ProgressiveGenerator) -> None:
+def test_dissect_matches_brute_force(dissect_generator: ProgressiveGenerator) -> None:
     config = DissectConfig(samples=24, batch_size=7, quantile=0.05, label_size=16, topk=3, threshold="quantile")
-    table = dissect(generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
-    expected = brute_force(generator, "layer4", 24, 0.05, 16)
+    table = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
+    expected = brute_force(dissect_generator, "layer4", 24, 0.05, 16)
     np.testing.assert_allclose(table.level, expected["level"], rtol=1e-6)
     np.testing.assert_allclose(table.iou, expected["iou"], rtol=1e-5, atol=1e-7)
     assert table.top_images.shape == (12, 3)
     # top images really are the images with the highest spatial max
     with torch.no_grad():
-        acts = generator.forward_to("layer4", z_tensor(range(24), 16))
+        acts = dissect_generator.forward_to("layer4", z_tensor(range(24), 16))
     best = acts.flatten(2).amax(2).argmax(0)
     assert table.top_images[:, 0].tolist() == best.tolist()
 
 
-def test_unit_summary_and_rankings(generator: ProgressiveGenerator) -> None:
-    table = dissect(generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=16, label_size=16))["layer4"]
+def test_unit_summary_and_rankings(dissect_generator: ProgressiveGenerator) -> None:
+    table = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=16, label_size=16))["layer4"]
     summary = table.unit_summary(0)
     assert summary["label"] in ("warm", "cool", "bright")
     assert summary["iou"] == pytest.approx(table.iou[0].max())
@@ -88,15 +79,15 @@ def test_unit_summary_and_rankings(generator: ProgressiveGenerator) -> None:
         table.concept_ranking("dragon")
 
 
-def test_causal_ranking_and_ablation(generator: ProgressiveGenerator) -> None:
+def test_causal_ranking_and_ablation(dissect_generator: ProgressiveGenerator) -> None:
     seg = ColourRuleSegmenter()
     ids = list(range(100, 108))
-    effects = single_unit_effects(generator, "layer4", seg, ids, batch_size=4)
+    effects = single_unit_effects(dissect_generator, "layer4", seg, ids, batch_size=4)
     assert effects.shape == (12, 4)
     # the effect of unit 5 equals a direct measurement of ablating unit 5 alone
-    direct = ablation_effect(generator, "layer4", seg, 1, [[5]], ids)[0]
+    direct = ablation_effect(dissect_generator, "layer4", seg, 1, [[5]], ids)[0]
     assert effects[5, 1] == pytest.approx(direct, abs=1e-9)
-    table = dissect(generator, ["layer4"], seg, DissectConfig(samples=8, label_size=16))["layer4"]
+    table = dissect(dissect_generator, ["layer4"], seg, DissectConfig(samples=8, label_size=16))["layer4"]
     rank_units(table, effects)
     assert table.concept_ranking("warm") == [int(u) for u in np.argsort(-effects[:, 1], kind="stable")]
     assert table.causal_effect["warm"][0] == pytest.approx(effects[:, 1].max())
@@ -107,8 +98,8 @@ def test_label_counts() -> None:
     assert label_counts(maps, 4).tolist() == [[1, 2, 1, 0], [0, 0, 0, 4]]
 
 
-def test_table_round_trip_and_cache(tmp_path: Path, generator: ProgressiveGenerator, caplog) -> None:
-    table = dissect(generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=8, label_size=16))["layer4"]
+def test_table_round_trip_and_cache(tmp_path: Path, dissect_generator: ProgressiveGenerator, caplog) -> None:
+    table = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=8, label_size=16))["layer4"]
     save_table(table, tmp_path / "t", {"model": "test"})
     loaded = load_table(tmp_path / "t")
     np.testing.assert_array_equal(loaded.iou, table.iou)
@@ -136,8 +127,8 @@ def test_table_round_trip_and_cache(tmp_path: Path, generator: ProgressiveGenera
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 @pytest.mark.parametrize("threshold", ["quantile", "iqr"])
-def test_two_processes_give_the_same_table(tmp_path: Path, generator: ProgressiveGenerator, threshold: str) -> None:
-    ckpt = save_weights(generator.state_dict(), tmp_path / "g.safetensors")
+def test_two_processes_give_the_same_table(tmp_path: Path, dissect_generator: ProgressiveGenerator, threshold: str) -> None:
+    ckpt = save_weights(dissect_generator.state_dict(), tmp_path / "g.safetensors")
     common = ["--model", str(ckpt), "--layer", "layer4", "--layer", "layer2", "--samples", "20", "--batch-size", "3",
               "--threshold", threshold,
               "--segmenter", "tests.fake_segmenter:make", "--causal-samples", "0", "--no-report", "--no-progress",
@@ -159,13 +150,13 @@ def test_two_processes_give_the_same_table(tmp_path: Path, generator: Progressiv
     assert json.loads((tmp_path / "two" / "layer4" / "table.json").read_text())["provenance"]["processes"] == 2
 
 
-def test_concept_features_are_mean_features_of_covered_cells(generator: ProgressiveGenerator) -> None:
+def test_concept_features_are_mean_features_of_covered_cells(dissect_generator: ProgressiveGenerator) -> None:
     config = DissectConfig(samples=12, batch_size=5, label_size=16, threshold="quantile")
-    table = dissect(generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
-    z = z_tensor(range(12), generator.z_dim)
+    table = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
+    z = z_tensor(range(12), dissect_generator.z_dim)
     with torch.no_grad():
-        acts = generator.forward_to("layer4", z)
-        images = generator.forward_from("layer4", acts)
+        acts = dissect_generator.forward_to("layer4", z)
+        images = dissect_generator.forward_from("layer4", acts)
     labels = ColourRuleSegmenter()(images.clamp(-1, 1))[..., 1::2, 1::2].numpy()  # (12, 2, 16, 16)
     feats = acts.numpy()
     for label in range(1, 4):
@@ -178,7 +169,7 @@ def test_concept_features_are_mean_features_of_covered_cells(generator: Progress
 
 
 @pytest.mark.parametrize("threshold", ["quantile", "iqr"])
-def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, generator: ProgressiveGenerator,
+def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, dissect_generator: ProgressiveGenerator,
                                                    threshold: str) -> None:
     """Stop a checkpointed build in each pass (levels, iou, causal), start it again: it continues from
     the last checkpoint, computes no batch twice, and ends with the table of a run that never stopped."""
@@ -186,7 +177,7 @@ def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, generator: Pr
 
     config = DissectConfig(samples=64, batch_size=8, label_size=16, threshold=threshold)
     seg = ColourRuleSegmenter()
-    reference = build_layer_tables(generator, ["layer4"], seg, config, causal_samples=6)["layer4"]
+    reference = build_layer_tables(dissect_generator, ["layer4"], seg, config, causal_samples=6)["layer4"]
     checkpoints = tmp_path / "partial"
     for stop_at in ("levels", "iou", "causal layer4"):
         seen: list[tuple[str, float]] = []
@@ -197,10 +188,10 @@ def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, generator: Pr
                 raise InterruptedError("stopped")
 
         with pytest.raises(InterruptedError):
-            build_layer_tables(generator, ["layer4"], seg, config, 6, progress, checkpoint_dir=checkpoints,
+            build_layer_tables(dissect_generator, ["layer4"], seg, config, 6, progress, checkpoint_dir=checkpoints,
                                checkpoint_every_s=0)
     seen = []
-    resumed = build_layer_tables(generator, ["layer4"], seg, config, 6, lambda s, f: seen.append((s, f)),
+    resumed = build_layer_tables(dissect_generator, ["layer4"], seg, config, 6, lambda s, f: seen.append((s, f)),
                                  checkpoint_dir=checkpoints, checkpoint_every_s=0)["layer4"]
     # the last run went on from the causal checkpoint: no dissection batch and no early causal step again
     assert [s for s, _ in seen if s in ("levels", "calibrate")] == []
@@ -211,7 +202,7 @@ def test_a_stopped_build_resumes_to_the_same_table(tmp_path: Path, generator: Pr
     assert resumed.causal == reference.causal and resumed.causal_effect == reference.causal_effect
 
 
-def test_a_checkpoint_of_other_work_is_never_resumed(tmp_path: Path, generator: ProgressiveGenerator) -> None:
+def test_a_checkpoint_of_other_work_is_never_resumed(tmp_path: Path, dissect_generator: ProgressiveGenerator) -> None:
     from dissect_core.resume import Checkpoint
 
     checkpoint = Checkpoint(tmp_path / "c.pt", {"model": "a"}, every_s=0)

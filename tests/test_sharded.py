@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from dissect_core.gandissect import DissectConfig, LayerTable, dissect
 from dissect_core.sharded import LocalRunner, dissect_sharded, split
 from models.proggan import ProgressiveGenerator
 from tests.fake_segmenter import ColourRuleSegmenter
-
-
-@pytest.fixture(scope="module")
-def generator() -> ProgressiveGenerator:
-    torch.manual_seed(4)
-    g = ProgressiveGenerator([16, 16, 12, 8, 8])  # 32x32, layer4 has 12 units at 8x8
-    for p in g.parameters():
-        torch.nn.init.normal_(p, std=1.0)
-    return g.eval()
 
 
 def assert_same_tables(a: LayerTable, b: LayerTable, threshold: str) -> None:
@@ -48,12 +38,12 @@ def test_split_keeps_every_batch_once_in_order() -> None:
 
 
 @pytest.mark.parametrize("threshold", ["quantile", "iqr"])
-def test_shards_merged_out_of_order_give_the_one_process_table(generator: ProgressiveGenerator, threshold: str) -> None:
+def test_shards_merged_out_of_order_give_the_one_process_table(dissect_generator: ProgressiveGenerator, threshold: str) -> None:
     config = DissectConfig(samples=22, batch_size=3, threshold=threshold, label_size=16)
     segmenter = ColourRuleSegmenter()
-    one = dissect(generator, ["layer4", "layer2"], segmenter, config)
+    one = dissect(dissect_generator, ["layer4", "layer2"], segmenter, config)
     steps: list[tuple[str, int, int]] = []
-    sharded = dissect_sharded(generator, ["layer4", "layer2"], segmenter, config, UnevenRunner(),
+    sharded = dissect_sharded(dissect_generator, ["layer4", "layer2"], segmenter, config, UnevenRunner(),
                               progress=lambda stage, done, total: steps.append((stage, done, total)))
     for layer in ("layer4", "layer2"):
         assert_same_tables(one[layer], sharded[layer], threshold)
@@ -64,7 +54,7 @@ def test_shards_merged_out_of_order_give_the_one_process_table(generator: Progre
     assert [d for _, d, _ in steps] == sorted(d for _, d, _ in steps)
 
 
-def test_a_cancelled_sharded_dissection_stops(generator: ProgressiveGenerator) -> None:
+def test_a_cancelled_sharded_dissection_stops(dissect_generator: ProgressiveGenerator) -> None:
     calls = []
 
     def cancelled() -> bool:
@@ -72,13 +62,13 @@ def test_a_cancelled_sharded_dissection_stops(generator: ProgressiveGenerator) -
         return len(calls) > 2
 
     with pytest.raises(InterruptedError):
-        dissect_sharded(generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=30, batch_size=3,
+        dissect_sharded(dissect_generator, ["layer4"], ColourRuleSegmenter(), DissectConfig(samples=30, batch_size=3,
                         threshold="quantile", label_size=16), LocalRunner(), cancelled=cancelled)
     assert len(calls) == 3
 
 
-def test_iqr_pass_two_reuses_the_calibration_forward_passes(generator: ProgressiveGenerator) -> None:
-    """With every sample in the calibration, pass 2 runs neither the generator nor the segmenter
+def test_iqr_pass_two_reuses_the_calibration_forward_passes(dissect_generator: ProgressiveGenerator) -> None:
+    """With every sample in the calibration, pass 2 runs neither the dissect_generator nor the segmenter
     again, and the table is the one the shard tasks (which recompute everything) give."""
     class Counting(ColourRuleSegmenter):
         calls = 0
@@ -88,7 +78,7 @@ def test_iqr_pass_two_reuses_the_calibration_forward_passes(generator: Progressi
             return super().__call__(images)
 
     config = DissectConfig(samples=22, batch_size=3, threshold="iqr", label_size=16)
-    table = dissect(generator, ["layer4"], Counting(), config)["layer4"]
+    table = dissect(dissect_generator, ["layer4"], Counting(), config)["layer4"]
     assert Counting.calls == 8  # the 8 calibration batches only; pass 2 reused them all
-    assert_same_tables(table, dissect_sharded(generator, ["layer4"], ColourRuleSegmenter(), config,
+    assert_same_tables(table, dissect_sharded(dissect_generator, ["layer4"], ColourRuleSegmenter(), config,
                                               LocalRunner())["layer4"], "iqr")

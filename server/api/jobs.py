@@ -238,8 +238,10 @@ async def _stream_remote(websocket: WebSocket, state: Any, job: Job) -> None:
         await websocket.send_text(json.dumps({"type": "job", **snapshot}))
         while snapshot["status"] not in TERMINAL:
             record = await asyncio.to_thread(next, updates)
-            fresh = state.jobs.get(job.id) if record is None else None
-            current = fresh if fresh is not None else (state.jobs.from_record(record, remote=True) if record else job)
+            if record is None:  # no news for a while: read the record as it stands
+                current = state.jobs.get(job.id) or job
+            else:
+                current = state.jobs.from_record(record, remote=True)
             snapshot = current.describe()
             await websocket.send_text(json.dumps({"type": "job", **snapshot}))
         await websocket.close()
