@@ -342,16 +342,19 @@ def new_iou_statistics(shapes: dict[str, tuple[int, int, int]], category_of: lis
 
 
 def add_level_batch(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig, batch: list[int],
-                    tops: dict[str, TopValues], images: dict[str, TopImages]) -> None:
-    """Pass 1 on one batch of sample ids: the generator up to the layers only."""
+                    tops: dict[str, TopValues], images: dict[str, TopImages]) -> dict[str, torch.Tensor]:
+    """Pass 1 on one batch of sample ids: the generator up to the layers only. Returns the
+    batch's activations (the IQR candidate levels sample them)."""
     device = next(generator.parameters()).device
     z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
     with Trace(generator, layers, stop=True) as trace:
         generator(z)
+    out = {}
     for layer in layers:
-        acts = trace[layer].float()
+        acts = out[layer] = trace[layer].float()
         tops[layer].add(acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
         images[layer].add(acts.flatten(2).amax(2), torch.tensor(batch, device=device))
+    return out
 
 
 def _traced_labels(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str], config: DissectConfig,
@@ -480,8 +483,9 @@ def dissect(
 
     reuse = _Reuse(batches)  # the calibration's forward passes, kept for pass 2's same batches
 
-    # pass 1: levels and top images
+    # pass 1: levels and top images (and, in IQR mode, the candidate levels' samples of the same batches)
     tops, images = new_level_statistics(config, shapes, device)
+    candidate_values = CandidateValues(config, shapes) if config.threshold == "iqr" else None
     category_of = category_index(segmenter)
     iqr: dict = {}
     iqr_labels: dict = {}
@@ -503,7 +507,9 @@ def dissect(
         for done, batch in enumerate(batches, start=1):
             if done <= first:
                 continue
-            add_level_batch(generator, layers, config, batch, tops, images)
+            acts = add_level_batch(generator, layers, config, batch, tops, images)
+            if candidate_values is not None:
+                candidate_values.offer(batch, acts)
             if checkpoint is not None:
                 checkpoint.save({"stage": "levels", "done": done,
                                  "tops": {layer: tops[layer].state_dict() for layer in layers},
@@ -517,7 +523,7 @@ def dissect(
 
         # IQR mode: each unit's most informative level, chosen on the run's first images
         if config.threshold == "iqr":
-            candidates = calibration_levels(generator, layers, config, shapes)
+            candidates = calibration_levels(generator, layers, config, shapes, candidate_values)
             levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size,
                                                          category_of,
                                                          lambda done: report("calibrate", len(batches) + done),
@@ -579,25 +585,49 @@ def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, la
     return choose_iqr(tallies, category_of)
 
 
+class CandidateValues:
+    """The values the IQR candidate levels are chosen from: every calibration batch's activations,
+    strided to at most ``CALIBRATION_VALUES`` per layer in all. Pass 1 runs the same batches to the
+    same layers, so it offers them here (bit-identical) and the candidate pass only runs the
+    batches it did not see (a resumed pass 1, another rank's share)."""
+
+    def __init__(self, config: DissectConfig, shapes: dict[str, tuple[int, int, int]]) -> None:
+        self.batches = calibration_batches(config)
+        count = sum(len(b) for b in self.batches)
+        self.stride = {layer: max(1, math.ceil(count * h * w * units / CALIBRATION_VALUES))
+                       for layer, (units, h, w) in shapes.items()}
+        self.sampled: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
+        self._wanted = {tuple(b) for b in self.batches}
+
+    def offer(self, batch: list[int], acts: dict[str, torch.Tensor]) -> None:
+        if tuple(batch) in self._wanted:
+            self.sampled[tuple(batch)] = {layer: self._sample(layer, a) for layer, a in acts.items()}
+
+    def _sample(self, layer: str, acts: torch.Tensor) -> torch.Tensor:
+        # a copy, so the batch's whole activations are not kept alive by a view
+        return acts.float().permute(1, 0, 2, 3).reshape(acts.shape[1], -1)[:, :: self.stride[layer]].clone()
+
+    def levels(self, generator: ProgressiveGenerator, layers: Sequence[str], seed: int) -> dict[str, torch.Tensor]:
+        device = next(generator.parameters()).device
+        for batch in self.batches:
+            if tuple(batch) not in self.sampled:
+                z = z_tensor(batch, generator.z_dim, seed=seed, device=device)
+                with Trace(generator, layers, stop=True) as trace:
+                    generator(z)
+                self.offer(batch, {layer: trace[layer] for layer in layers})
+        return {layer: candidate_levels(torch.cat([self.sampled[tuple(b)][layer] for b in self.batches], 1),
+                                        FRACTIONS) for layer in layers}
+
+
 def calibration_levels(generator: ProgressiveGenerator, layers: Sequence[str], config: DissectConfig,
-                       shapes: dict[str, tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+                       shapes: dict[str, tuple[int, int, int]],
+                       values: CandidateValues | None = None) -> dict[str, torch.Tensor]:
     """Candidate levels per unit from the run's first images, computed alike in every process
     (same batches as a one-process run, so the levels are bit-identical across ranks). Its
-    values are subsampled, not selected, so this pass does not shard: it runs whole where it runs."""
-    device = next(generator.parameters()).device
-    batches = calibration_batches(config)
-    count = sum(len(b) for b in batches)
-    values: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    stride = {layer: max(1, math.ceil(count * h * w * units / CALIBRATION_VALUES))
-              for layer, (units, h, w) in shapes.items()}
-    for batch in batches:
-        z = z_tensor(batch, generator.z_dim, seed=config.seed, device=device)
-        with Trace(generator, layers, stop=True) as trace:
-            generator(z)
-        for layer in layers:
-            acts = trace[layer].float()
-            values[layer].append(acts.permute(1, 0, 2, 3).reshape(acts.shape[1], -1)[:, :: stride[layer]])
-    return {layer: candidate_levels(torch.cat(values[layer], 1), FRACTIONS) for layer in layers}
+    values are subsampled, not selected, so this pass does not shard: it runs whole where it runs,
+    except for the batches ``values`` already holds from pass 1."""
+    values = values if values is not None else CandidateValues(config, shapes)
+    return values.levels(generator, layers, config.seed)
 
 
 def interpretable_fraction(table: LayerTable) -> float:

@@ -164,6 +164,8 @@ def _label_areas_and_presence(label_maps: torch.Tensor, category_of: torch.Tenso
 
 
 SPARSE_DENSITY = 0.1
+KEY_BYTES = 1 << 25
+"""Largest int32 key array ``LevelTally.add`` hands one bincount (32 MB)."""
 """Below this share of active mask pixels, intersections are counted by bincount over active pixels."""
 
 
@@ -373,16 +375,22 @@ class LevelTally:
             image_counts = torch.bincount(per_image.view(-1), minlength=n * cells).view(n, units, self.buckets)
             del per_image
         cell *= self.labels
-        labels = label_maps.to(torch.int32)
-        counts = torch.zeros(cells * self.labels, dtype=torch.int64, device=device)
-        for channel in range(label_maps.shape[1]):
-            # label 0 (no label) is counted too and dropped below: no masked copy of the cells
-            counts += torch.bincount((cell + labels[:, channel].reshape(1, n * h * w)).view(-1),
-                                     minlength=cells * self.labels)
-            if n == 1 and channel == 0:  # every pixel has one label in a channel: its counts sum to the pixels
-                image_counts = counts.view(1, units, self.buckets, self.labels).sum(3)
+        # the (cell, label) keys of several channels in one bincount: fewer zeroed count arrays and
+        # sums, while the keys stay within KEY_BYTES (below glibc's mmap ceiling: reused, not faulted)
+        channels = label_maps.shape[1]
+        labels = label_maps.to(torch.int32).permute(1, 0, 2, 3).reshape(channels, 1, n * h * w)
+        group = max(1, KEY_BYTES // (4 * cell.numel()))
+        counts = torch.zeros((), dtype=torch.int64, device=device)
+        for first in range(0, channels, group):
+            keys = cell[None] + labels[first:first + group]
+            counts = counts + torch.bincount(keys.view(-1), minlength=cells * self.labels) if first else \
+                torch.bincount(keys.view(-1), minlength=cells * self.labels)
+            del keys
+        del cell
         counts = counts.view(units, self.buckets, self.labels)
-        counts[:, :, 0] = 0
+        if n == 1:  # each pixel has one label per channel, so a cell's counts sum to channels x its pixels
+            image_counts = (counts.sum(2) // channels).view(1, units, self.buckets)
+        counts[:, :, 0] = 0  # label 0 (no label) was counted too: no masked copy of the keys
         self.unit_counts += image_counts.sum(0)
         self.label_counts += counts
         self.category_counts += torch.einsum("nub,nc->ubc", image_counts.double(), present.double()).round().long()
