@@ -369,16 +369,21 @@ def _traced_labels(generator: ProgressiveGenerator, segmenter: Segmenter, layers
 def add_iou_batch(generator: ProgressiveGenerator, segmenter: Segmenter, layers: Sequence[str], config: DissectConfig,
                   batch: list[int], levels: dict[str, torch.Tensor], label_size: int,
                   tallies: dict[str, IoUTally], features: dict[str, ConceptFeatures],
-                  traced: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None) -> None:
+                  traced: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
+                  counted_below: int | None = None) -> None:
     """Pass 2 on one batch: the whole generator and the segmenter, thresholded at ``levels``.
-    ``traced``: the batch's activations and labels already computed (by the IQR calibration)."""
+    ``traced``: the batch's activations and labels already computed (by the IQR calibration).
+    ``counted_below``: sample ids below it are in ``tallies`` already (the IQR calibration's images,
+    ``LevelTally.iou_tally``); only their concept features are added."""
     trace: Trace | dict[str, torch.Tensor]
     if traced is None:
         trace, labels = _traced_labels(generator, segmenter, layers, config, batch, label_size)
     else:
         trace, labels = traced[0], traced[1].long()
+    fresh = 0 if counted_below is None else sum(1 for sample in batch if sample < counted_below)  # ids ascend
     for layer in layers:
-        tally_thresholded(tallies[layer], trace[layer], levels[layer], labels)
+        if fresh < len(batch):
+            tally_thresholded(tallies[layer], trace[layer][fresh:], levels[layer], labels[fresh:])
         if label_size % trace[layer].shape[-2] == 0:
             features[layer].add(trace[layer].float(), labels)
 
@@ -395,15 +400,17 @@ def add_calibration_batch(generator: ProgressiveGenerator, segmenter: Segmenter,
     return {layer: trace[layer] for layer in layers}, labels
 
 
-def choose_iqr(tallies: dict[str, LevelTally], category_of: list[int]) -> tuple[dict, dict, dict]:
-    """Each unit's level and label by IQR from merged calibration counts: (levels, iqr, labels) per layer."""
+def choose_iqr(tallies: dict[str, LevelTally], category_of: list[int]) -> tuple[dict, dict, dict, dict]:
+    """Each unit's level and label by IQR from merged calibration counts: (levels, iqr, labels,
+    chosen candidate index) per layer."""
     levels: dict[str, torch.Tensor] = {}
     iqr: dict[str, torch.Tensor] = {}
     labels_of: dict[str, torch.Tensor] = {}
+    index: dict[str, torch.Tensor] = {}
     for layer, tally in tallies.items():
         choice = choose_levels(tally.at_levels(), tally.levels, category_of)
-        levels[layer], iqr[layer], labels_of[layer] = choice.level, choice.iqr, choice.label
-    return levels, iqr, labels_of
+        levels[layer], iqr[layer], labels_of[layer], index[layer] = choice.level, choice.iqr, choice.label, choice.index
+    return levels, iqr, labels_of, index
 
 
 def assemble_tables(layers: Sequence[str], shapes: dict[str, tuple[int, int, int]], segmenter: Segmenter,
@@ -489,6 +496,7 @@ def dissect(
     category_of = category_index(segmenter)
     iqr: dict = {}
     iqr_labels: dict = {}
+    seeded: dict[str, IoUTally] = {}  # IQR mode: the calibration images' IoU counts, from the calibration
     if saved is not None and saved["stage"] == "iou":  # pass 1 (and the IQR calibration) finished before
         for layer in layers:
             images[layer].load_state_dict(saved["images"][layer])
@@ -524,33 +532,40 @@ def dissect(
         # IQR mode: each unit's most informative level, chosen on the run's first images
         if config.threshold == "iqr":
             candidates = calibration_levels(generator, layers, config, shapes, candidate_values)
-            levels, iqr, iqr_labels = _choose_iqr_levels(generator, segmenter, layers, candidates, config, label_size,
-                                                         category_of,
-                                                         lambda done: report("calibrate", len(batches) + done),
-                                                         keep=reuse.keep)
+            levels, iqr, iqr_labels, seeded = _choose_iqr_levels(
+                generator, segmenter, layers, candidates, config, label_size, category_of,
+                lambda done: report("calibrate", len(batches) + done), keep=reuse.keep)
         saved = None
     levels_state = {"levels": {k: v.cpu() for k, v in levels.items()}, "q99": {k: v.cpu() for k, v in q99.items()},
                     "iqr": {k: v.cpu() for k, v in iqr.items()}, "iqr_labels": {k: v.cpu() for k, v in iqr_labels.items()},
                     "images": {layer: images[layer].state_dict() for layer in layers}}
 
-    # pass 2: IoU with segmenter labels
+    # pass 2: IoU with segmenter labels (in IQR mode only for images beyond the calibration's: its
+    # counts at the chosen levels are theirs already; every rank skips them, rank 0 holds them)
     tallies, features = new_iou_statistics(shapes, category_of, device)
+    counted_below = config.first + min(config.samples, CALIBRATION_IMAGES) if seeded else None
+    if seeded and rank == 0:
+        tallies.update(seeded)
     first = 0
     if saved is not None:
         first = int(saved["done"])
-        for layer in layers:
-            tallies[layer].load_state_dict(saved["tallies"][layer])
-            features[layer].load_state_dict(saved["features"][layer])
+        counted_below = saved.get("counted_below")  # None in a checkpoint from before the calibration counted
+        if "tallies" in saved:
+            for layer in layers:
+                tallies[layer].load_state_dict(saved["tallies"][layer])
+                features[layer].load_state_dict(saved["features"][layer])
         report("iou", len(batches) + calibration + first)
-    elif checkpoint is not None:
-        checkpoint.save({"stage": "iou", "done": 0, **levels_state}, force=True)  # the levels are never recomputed
+    elif checkpoint is not None:  # the levels are never recomputed
+        checkpoint.save({"stage": "iou", "done": 0, **levels_state, "counted_below": counted_below,
+                         "tallies": {layer: tallies[layer].state_dict() for layer in layers},
+                         "features": {layer: features[layer].state_dict() for layer in layers}}, force=True)
     for done, batch in enumerate(batches, start=1):
         if done <= first:
             continue
         add_iou_batch(generator, segmenter, layers, config, batch, levels, label_size, tallies, features,
-                      reuse.take(batch))
+                      reuse.take(batch), counted_below)
         if checkpoint is not None:
-            checkpoint.save({"stage": "iou", "done": done, **levels_state,
+            checkpoint.save({"stage": "iou", "done": done, **levels_state, "counted_below": counted_below,
                              "tallies": {layer: tallies[layer].state_dict() for layer in layers},
                              "features": {layer: features[layer].state_dict() for layer in layers}})
         report("iou", len(batches) + calibration + done)
@@ -569,10 +584,11 @@ def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, la
                        candidates: dict[str, torch.Tensor], config: DissectConfig, label_size: int,
                        category_of: list[int], step: Callable[[int], None],
                        keep: Callable[[list[int], dict[str, torch.Tensor], torch.Tensor], None] | None = None,
-                       ) -> tuple[dict, dict, dict]:
+                       ) -> tuple[dict, dict, dict, dict[str, IoUTally]]:
     """Tally the calibration images at every candidate level (this rank's share of the batches,
     all-reduced) and let each unit pick its level and label by IQR. Returns (levels, iqr, labels)
-    per layer. ``keep`` is offered each batch's activations and labels."""
+    per layer, and the calibration images' IoU tallies at the chosen levels (``LevelTally.iou_tally``).
+    ``keep`` is offered each batch's activations and labels."""
     rank, world = _rank_and_world()
     tallies = {layer: LevelTally(candidates[layer], category_of) for layer in layers}
     for done, batch in enumerate(calibration_batches(config)[rank::world], start=1):
@@ -582,7 +598,8 @@ def _choose_iqr_levels(generator: ProgressiveGenerator, segmenter: Segmenter, la
         step(done)
     for layer in layers:
         tallies[layer].all_reduce()
-    return choose_iqr(tallies, category_of)
+    levels, iqr, unit_labels, index = choose_iqr(tallies, category_of)
+    return levels, iqr, unit_labels, {layer: tallies[layer].iou_tally(index[layer]) for layer in layers}
 
 
 class CandidateValues:

@@ -172,7 +172,7 @@ def dissect_sharded(generator: ProgressiveGenerator, layers: Sequence[str], segm
                     merged[layer].merge(tally)
                 else:
                     merged[layer] = tally
-        levels, iqr, iqr_labels = choose_iqr({layer: merged[layer] for layer in layers}, category_of)
+        levels, iqr, iqr_labels, _ = choose_iqr({layer: merged[layer] for layer in layers}, category_of)
 
     # pass 2
     tallies, features = new_iou_statistics(shapes, category_of, "cpu")

@@ -352,6 +352,7 @@ class LevelTally:
         self.category_counts = torch.zeros(self.units, self.buckets, self.categories, dtype=torch.int64, device=device)
         self.label_area = torch.zeros(self.labels, dtype=torch.int64, device=device)
         self.pixels = 0
+        self.images = 0
 
     def add(self, activations: torch.Tensor, label_maps: torch.Tensor) -> None:
         """``activations``: (n, units, H, W) on the label grid; ``label_maps``: (n, channels, H, W)."""
@@ -395,6 +396,7 @@ class LevelTally:
         self.label_counts += counts
         self.category_counts += torch.einsum("nub,nc->ubc", image_counts.double(), present.double()).round().long()
         self.pixels += n * h * w
+        self.images += n
 
     def at_levels(self) -> dict[str, torch.Tensor]:
         """Counts of "activation > candidate level k" for every k: ``intersection`` (units, K,
@@ -416,6 +418,7 @@ class LevelTally:
         self.category_counts += other.category_counts
         self.label_area += other.label_area
         self.pixels += other.pixels
+        self.images += other.images
 
     def all_reduce(self) -> None:
         dist = _dist()
@@ -423,9 +426,23 @@ class LevelTally:
             return
         for tensor in (self.label_counts, self.unit_counts, self.category_counts, self.label_area):
             dist.all_reduce(tensor)
-        pixels = torch.tensor([self.pixels], dtype=torch.int64, device=self.label_area.device)
-        dist.all_reduce(pixels)
-        self.pixels = int(pixels.item())
+        sizes = torch.tensor([self.pixels, self.images], dtype=torch.int64, device=self.label_area.device)
+        dist.all_reduce(sizes)
+        self.pixels, self.images = (int(v) for v in sizes.tolist())
+
+    def iou_tally(self, index: torch.Tensor) -> IoUTally:
+        """The IoU tally of these images with every unit thresholded at its candidate level
+        ``index[u]`` ("image" denominators): "activation > level k" is "bucket > k", so these are
+        the counts a pass over the same pixels would make, read off without one."""
+        rows = torch.arange(self.units, device=self.levels.device)
+        index = index.to(self.levels.device)
+        counts = self.at_levels()
+        tally = IoUTally(self.units, self.category_of.tolist(), self.levels.device, denominator="image")
+        tally.intersection = counts["intersection"][rows, index].clone()
+        tally.unit_area = counts["category_area"][rows, index].clone()
+        tally.label_area = self.label_area.clone()
+        tally.images = self.images
+        return tally
 
 
 class ConceptFeatures:

@@ -86,6 +86,71 @@ def test_level_tally_equals_iou_tally_at_every_level() -> None:
         assert torch.equal(counts["category_area"][:, k], reference.unit_area)
         assert torch.equal(counts["unit_area"][:, k], (acts > tally.levels[:, k][None, :, None, None]).sum((0, 2, 3)))
     assert torch.equal(counts["label_area"], reference.label_area)
+    # a level per unit: the IoU tally read off the calibration counts is the thresholded pass's,
+    # with activations tied to the levels (values equal to a level are not above it)
+    index = torch.tensor([0, 2, 1])
+    tied = acts.clone()
+    tied[:, :, :2] = tally.levels[torch.arange(3), index][None, :, None, None]
+    tally = LevelTally(levels, category_of)
+    tally.add(tied, labels)
+    reference = IoUTally(3, category_of)
+    reference.add(tied > tally.levels[torch.arange(3), index][None, :, None, None], labels)
+    read = tally.iou_tally(index)
+    for name in ("intersection", "unit_area", "label_area"):
+        assert torch.equal(getattr(read, name), getattr(reference, name)), name
+    assert read.images == reference.images == 6
+    assert torch.equal(read.iou(), reference.iou())
+
+
+def test_iqr_pass_two_counts_only_images_beyond_the_calibration(monkeypatch: pytest.MonkeyPatch,
+                                                                 dissect_generator: ProgressiveGenerator) -> None:
+    """The calibration's images are in the IoU counts once: pass 2 tallies only the rest, a batch
+    that straddles the calibration's end in part, and the table is the shard tasks' (which tally
+    every image in pass 2)."""
+    import dissect_core.gandissect as gandissect
+    from dissect_core.sharded import LocalRunner, dissect_sharded
+
+    monkeypatch.setattr(gandissect, "CALIBRATION_IMAGES", 10)  # batches of 3: sample 9 ends a batch early
+    tallied: list[int] = []
+    real = gandissect.tally_thresholded
+    monkeypatch.setattr(gandissect, "tally_thresholded",
+                        lambda tally, acts, *rest, **kw: (tallied.append(acts.shape[0]), real(tally, acts, *rest, **kw)))
+    config = DissectConfig(samples=22, batch_size=3, threshold="iqr", label_size=16)
+    table = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
+    assert tallied == [2, 3, 3, 3, 1]  # samples 10-11 of batch 9-11, then 12-21
+    monkeypatch.setattr(gandissect, "tally_thresholded", real)
+    sharded = dissect_sharded(dissect_generator, ["layer4"], ColourRuleSegmenter(), config, LocalRunner())["layer4"]
+    for name in ("iou", "level", "q99", "top_images", "iqr", "iqr_label"):
+        np.testing.assert_array_equal(getattr(table, name), getattr(sharded, name), err_msg=name)
+    assert float(table.iou.max()) > 0
+
+
+def test_iqr_dissection_resumes_from_pass_two_before_its_first_batch(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                                     dissect_generator: ProgressiveGenerator) -> None:
+    """A run stopped after the calibration, before pass 2's first batch was saved, resumes there
+    (the calibration's IoU counts are in the checkpoint) to the uninterrupted table."""
+    import dissect_core.gandissect as gandissect
+    from dissect_core.resume import Checkpoint
+
+    config = DissectConfig(samples=14, batch_size=3, threshold="iqr", label_size=16)
+    reference = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config)["layer4"]
+    real = gandissect.add_iou_batch
+
+    def stop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise InterruptedError("stopped before pass 2's first batch")
+
+    monkeypatch.setattr(gandissect, "add_iou_batch", stop)
+    checkpoint = Checkpoint(tmp_path / "c.pt", {"run": 1}, every_s=0)
+    with pytest.raises(InterruptedError):
+        dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config, checkpoint=checkpoint)
+    assert checkpoint.load()["done"] == 0
+    monkeypatch.setattr(gandissect, "add_iou_batch", real)
+    stages: list[str] = []
+    resumed = dissect(dissect_generator, ["layer4"], ColourRuleSegmenter(), config,
+                      progress=lambda stage, done, total: stages.append(stage), checkpoint=checkpoint)["layer4"]
+    assert set(stages) == {"iou"}  # neither pass 1 nor the calibration ran again
+    for name in ("iou", "level", "q99", "top_images", "iqr", "iqr_label", "concept_features"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), err_msg=name)
 
 
 def test_each_unit_takes_its_most_informative_level() -> None:
