@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dissect_core.crops import active_pixels, crops_apply
 from dissect_core.iqr import FRACTIONS, candidate_levels, choose_levels
 from dissect_core.nethook import Trace
 from dissect_core.resume import Checkpoint
@@ -252,7 +253,8 @@ def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.T
     Bilinear upsampling never exceeds a map's own maximum, so a (image, unit) map whose maximum is
     at or below the unit's level has no active pixel: when most maps are like that (Network
     Dissection's top 0.5 %), only the others are upsampled and tallied (``IoUTally.add_pairs``,
-    NetDissect-Lite's per-unit skip, vectorised). The counts are the same either way.
+    NetDissect-Lite's per-unit skip, vectorised), and of those only the part that can cross the
+    level, where the upsampling allows (``dissect_core.crops``). The counts are the same either way.
     """
     level = level.to(activations.device)
     fires = activations.flatten(2).amax(2) > level[None, :]  # (n, units)
@@ -263,6 +265,11 @@ def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.T
     size = labels.shape[-1]
     image, unit = fires.nonzero(as_tuple=True)
     tally.count_labels(labels)
+    if crops_apply(activations.shape[-2], activations.shape[-1], size):
+        # only the part of each map that can cross its level is upsampled
+        tally.add_active(image, unit, *active_pixels(activations[image, unit], level[unit], size, CHUNK_VALUES),
+                         labels)
+        return
     per_chunk = max(1, CHUNK_VALUES // (size * size))
     for start in range(0, image.numel(), per_chunk):
         i, u = image[start:start + per_chunk], unit[start:start + per_chunk]

@@ -35,6 +35,12 @@ __all__ = ["NetDissectConfig", "NetDissectTable", "netdissect", "tally_csv", "un
 Progress = Callable[[str, int, int], None]
 
 
+TALLY_IMAGES = 192
+"""Images tallied in one call (several probe batches): each call's fixed cost, a few dozen small
+steps, is shared by more of them, while their int64 label maps (25 MB for the world probe) stay
+below glibc's mmap ceiling."""
+
+
 @dataclass(frozen=True)
 class NetDissectConfig:
     quantile: float = 0.005
@@ -169,16 +175,23 @@ def netdissect(model: torch.nn.Module, layers: Sequence[str], dataset: BrodenDat
             report("activations", b)
         levels = {layer: tops[layer].quantile(1 - config.quantile) for layer in layers}
         # tally against the probe labels (re-reading only what did not fit in memory)
+        # (several batches tallied at once: the counts are sums, and each call's fixed cost is shared)
         tallies = {layer: IoUTally(tops[layer].units, category_of, device, config.denominator) for layer in layers}
+        pending: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
         for b, (indices, (acts, label_maps)) in enumerate(zip(batches, cached), start=1):
             if not acts:
                 images, label_maps = _load_batch(dataset, indices, device)
                 with Trace(runner, layers, stop=True) as trace:
                     runner(images.to(dtype))
                 acts = {layer: trace[layer].float() for layer in layers}
-            for layer in layers:
-                tally_thresholded(tallies[layer], acts[layer], levels[layer], label_maps.long())
+            pending.append((acts, label_maps))
             cached[b - 1] = ({}, label_maps[:0])  # free as we go
+            if sum(m.shape[0] for _, m in pending) >= TALLY_IMAGES or b == len(batches):
+                labels_now = torch.cat([m for _, m in pending]).long()
+                for layer in layers:
+                    tally_thresholded(tallies[layer], torch.cat([a[layer] for a, _ in pending]), levels[layer],
+                                      labels_now)
+                pending = []
             report("iou", len(batches) + b)
     finally:
         model.train(was_training)

@@ -254,14 +254,20 @@ class IoUTally:
         """Masks of chosen (image, unit) pairs only, ``masks`` (P, H, W) bool with ``images`` and
         ``units`` (P,) indices into the batch's ``label_maps`` (n, channels, H, W), after
         ``count_labels(label_maps)``. Pairs left out count as empty masks."""
+        pair, pixel = masks.to(self.intersection.device).reshape(masks.shape[0], -1).nonzero(as_tuple=True)
+        self.add_active(images, units, pair, pixel, label_maps)
+
+    def add_active(self, images: torch.Tensor, units: torch.Tensor, pair: torch.Tensor, pixel: torch.Tensor,
+                   label_maps: torch.Tensor) -> None:
+        """Like ``add_pairs``, with each pair's mask given as its active pixels: (pair number,
+        flat pixel index) for every one (``dissect_core.crops.active_pixels``)."""
         device = self.intersection.device
-        images, units, masks = images.to(device), units.to(device), masks.to(device)
-        pairs = masks.shape[0]
+        images, units = images.to(device), units.to(device)
+        pairs = images.shape[0]
         if pairs == 0:
             return
-        flat = masks.reshape(pairs, -1)
         labels = label_maps.to(device).long().reshape(label_maps.shape[0], label_maps.shape[1], -1)
-        per_pair, pixels = self._pair_label_counts(flat, images, labels)
+        per_pair, pixels = self._pair_label_counts(pair.to(device), pixel.to(device), pairs, images, labels)
         per_pair[:, 0] = 0
         self.intersection.index_add_(0, units, per_pair)
         if self.denominator == "mask":
@@ -275,16 +281,16 @@ class IoUTally:
         for the sparse masks of Network Dissection (top 0.5 %) far cheaper than one-hot products."""
         n, units, hw = masks.shape
         images = torch.arange(n, device=masks.device).repeat_interleave(units)
-        return self._pair_label_counts(masks.reshape(n * units, hw), images, labels)[0].view(n, units, -1).float()
+        pair, pixel = masks.reshape(n * units, hw).nonzero(as_tuple=True)
+        return self._pair_label_counts(pair, pixel, n * units, images, labels)[0].view(n, units, -1).float()
 
-    def _pair_label_counts(self, masks: torch.Tensor, images: torch.Tensor,
+    def _pair_label_counts(self, pair: torch.Tensor, pixel: torch.Tensor, pairs: int, images: torch.Tensor,
                            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each mask (P, HW) of image ``images[p]``: (P, labels) int64 counts of its active pixels
-        carrying each label over all channels of ``labels`` (n, channels, HW), by one bincount over
-        (pair, label); and (P,) its active pixels (counted from the same nonzero, not a widening sum)."""
-        pairs = masks.shape[0]
+        """For active pixels (``pair``, ``pixel``) of ``pairs`` masks, mask p on image ``images[p]``:
+        (pairs, labels) int64 counts of each mask's active pixels carrying each label over all
+        channels of ``labels`` (n, channels, HW), by one bincount over (pair, label); and (pairs,)
+        its active pixels (counted from the same pixels, not a widening sum)."""
         _, channels, hw = labels.shape
-        pair, pixel = masks.nonzero(as_tuple=True)
         where = images[pair] * (channels * hw) + pixel
         found = torch.cat([labels.reshape(-1).take(where + c * hw) for c in range(channels)])
         counts = torch.bincount(pair.repeat(channels) * self.labels + found, minlength=pairs * self.labels)

@@ -33,11 +33,12 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> BrodenDataset:
     return BrodenDataset(out)
 
 
-def brute_force(model: Probe, data: BrodenDataset, quantile: float, denominator: str = "mask") -> np.ndarray:
+def brute_force(model: Probe, data: BrodenDataset, quantile: float, denominator: str = "mask",
+                depth: int = 2) -> np.ndarray:
     items = [data[i] for i in range(len(data))]
     images = torch.from_numpy(np.stack([im for im, _ in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        acts = model.features[:2](images)
+        acts = model.features[:depth](images)
     flat = acts.permute(0, 2, 3, 1).reshape(-1, 6).numpy()
     level = np.quantile(flat, 1 - quantile, axis=0, method="inverted_cdf")
     masks = F.interpolate(acts, size=(32, 32), mode="bilinear", align_corners=False).numpy() > level[None, :, None, None]
@@ -67,6 +68,20 @@ def test_matches_brute_force(probe: BrodenDataset, denominator: str) -> None:
     table = netdissect(model, ["features.1"], probe, config)["features.1"]
     np.testing.assert_allclose(table.iou, brute_force(model, probe, 0.02, denominator), rtol=1e-5, atol=1e-7)
     assert table.images == 10 and table.top_images.shape == (6, 10)
+
+
+@pytest.mark.parametrize("denominator", ["mask", "image"])
+def test_matches_brute_force_on_an_upsampled_layer(probe: BrodenDataset, denominator: str) -> None:
+    """An 8 x 8 layer upsampled to the 32 x 32 labels: the tally crops each firing map to where it
+    can cross its level (``dissect_core.crops``), and the IoU is the whole maps' brute force's."""
+    from dissect_core.crops import crops_apply
+
+    assert crops_apply(8, 8, 32)
+    model = Probe()
+    config = NetDissectConfig(quantile=0.05, batch_size=3, denominator=denominator, precision="fp32")
+    table = netdissect(model, ["features.2"], probe, config)["features.2"]
+    np.testing.assert_allclose(table.iou, brute_force(model, probe, 0.05, denominator, depth=3), rtol=1e-5, atol=1e-7)
+    assert table.iou.max() > 0
 
 
 def test_lite_denominators_are_smaller(probe: BrodenDataset) -> None:
