@@ -46,13 +46,11 @@ def crops_apply(h: int, w: int, size: int) -> bool:
     return factor & (factor - 1) == 0 and crops_are_exact(h, factor)
 
 
-def _region_rows(first: torch.Tensor | int, last: torch.Tensor | int, h: int, factor: int):
+def _region_rows(first: torch.Tensor, last: torch.Tensor, h: int,
+                 factor: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source rows (top, bottom) and output rows [start, stop) of regions ``first..last``: region
     k (0..h) lies between source centres k-1 and k, its sources clamped to 0..h-1."""
     half = factor // 2
-    if isinstance(first, int):
-        return (max(first - 1, 0), min(last, h - 1), max(factor * first - half, 0),
-                min(factor * last + half, factor * h))
     return ((first - 1).clamp(min=0), last.clamp(max=h - 1), (factor * first - half).clamp(min=0),
             (factor * last + half).clamp(max=factor * h))
 
@@ -66,7 +64,7 @@ def crops_are_exact(h: int, factor: int) -> bool:
     whole = _upsample(maps, h * factor, h * factor)
     for first in range(h + 1):
         for last in range(first, h + 1):
-            top, bottom, start, stop = _region_rows(first, last, h, factor)
+            top, bottom, start, stop = (int(v) for v in _region_rows(torch.tensor(first), torch.tensor(last), h, factor))
             crop = _upsample(maps[:, :, top:bottom + 1, top:bottom + 1], (bottom - top + 1) * factor,
                              (bottom - top + 1) * factor)
             inner = slice(start - top * factor, stop - top * factor)
