@@ -8,6 +8,10 @@ wall and CPU seconds, the kernel's share of them, minor page faults and peak mem
 up to the layer for every sample; the whole generator and the segmenter for every sample, and for
 any IQR calibration batch pass 2 does not share), timed alone; the run's ratio to it is what the
 statistics cost.
+In IQR mode also the **exact calibration count** alone: every unit's upsampled map of a
+calibration image placed among its 100 candidate levels and counted per label (the upsampling,
+``torch.searchsorted`` and the bincount timed apart), which IQR needs beyond the forward passes;
+the run's ratio to floor + count is what the rest of the statistics cost.
 Then the parts of one batch repeated. Prints JSON with the projected time for 10,000 samples.
 """
 
@@ -29,11 +33,13 @@ from dissect_core.gandissect import (
     label_size_of,
     one_process_batches,
     tally_thresholded,
+    upsample_to,
 )
 from dissect_core.heap import retain_freed_memory
+from dissect_core.iqr import FRACTIONS, candidate_levels
 from dissect_core.nethook import Trace
 from dissect_core.segmenters import category_index, load_segmenter
-from dissect_core.stats import IoUTally
+from dissect_core.stats import IoUTally, LevelTally
 from models.samples import z_tensor
 from models.zoo import load_model
 
@@ -82,7 +88,17 @@ def main() -> None:
             "segmenter": timed(lambda: segmenter(images)),
             "statistics": timed(stats),
         }
+        exact = exact_calibration_count(acts, labels, category_index(segmenter)) if args.threshold == "iqr" else {}
     per_sample = {k: v / b for k, v in parts.items()}
+    extra = {}
+    if exact:
+        count = sum(len(batch) for batch in calibration_batches(config))
+        exact_seconds = exact["level_tally"] * count
+        extra = {
+            "iqr_exact_count_ms_per_image": {k: round(v * 1000, 2) for k, v in exact.items()},
+            "iqr_exact_count_seconds": round(exact_seconds, 2),
+            "run_vs_forward_floor_and_exact_count": round(total / (floor["total"] + exact_seconds), 2),
+        }
     print(json.dumps({
         "benchmark": "dissect_speed", "model": args.model, "layer": args.layer, "samples": args.samples,
         "threshold": args.threshold, "batch_size": args.batch_size,
@@ -93,11 +109,39 @@ def main() -> None:
         "minor_page_faults": after.ru_minflt - before.ru_minflt, "peak_rss_mb": after.ru_maxrss // 1024,
         "forward_floor_seconds": {k: round(v, 2) for k, v in floor.items()},
         "run_vs_forward_floor": round(total / floor["total"], 2),
+        **extra,
         "projected_seconds_10000": round(total * 10000 / args.samples, 1),
         "per_sample_ms": {k: round(v * 1000, 3) for k, v in per_sample.items()},
-        "note": "pass 1 runs the generator to the layer; iqr mode adds a calibration pass (generator, segmenter, "
-                "level tallies) on the first 1,000 samples; pass 2 runs generator + segmenter + statistics",
+        "note": "pass 1 runs the generator to the layer (and samples the IQR candidate levels); iqr mode adds a "
+                "calibration pass (generator, segmenter, exact level counts) on the first 1,000 samples, whose "
+                "forward passes and IoU counts pass 2 reuses; pass 2 runs generator + segmenter + statistics",
     }, indent=2))
+
+
+def exact_calibration_count(acts: torch.Tensor, labels: torch.Tensor, category_of: list[int]) -> dict[str, float]:
+    """Seconds per image of the IQR calibration's exact count (``LevelTally.add`` on the upsampled
+    maps, as the run makes it, one image at a time) and of its three parts alone."""
+    units = acts.shape[1]
+    levels = candidate_levels(acts.float().permute(1, 0, 2, 3).reshape(units, -1), FRACTIONS)
+    tally = LevelTally(levels, category_of)
+    size = labels.shape[-1]
+    one = acts[:1].float()
+    up = upsample_to(one, size)
+    values = up.permute(1, 0, 2, 3).reshape(units, -1).contiguous()
+    keys = torch.searchsorted(tally.levels, values, out_int32=True)
+    keys = (keys + torch.arange(0, units * tally.buckets, tally.buckets, dtype=torch.int32)[:, None]) * tally.labels
+    keys = keys[None] + labels[:1].to(torch.int32).permute(1, 0, 2, 3).reshape(labels.shape[1], 1, -1)
+
+    def level_tally() -> None:
+        for i in range(acts.shape[0]):
+            tally.add(upsample_to(acts[i:i + 1].float(), size), labels[i:i + 1])
+
+    return {
+        "level_tally": timed(level_tally, repeats=3) / acts.shape[0],
+        "upsample": timed(lambda: upsample_to(one, size)),
+        "searchsorted": timed(lambda: torch.searchsorted(tally.levels, values, out_int32=True)),
+        "bincount": timed(lambda: torch.bincount(keys.view(-1), minlength=units * tally.buckets * tally.labels)),
+    }
 
 
 def forward_floor(generator, segmenter, layer: str, config: DissectConfig) -> dict[str, float]:
