@@ -36,14 +36,14 @@ def _upsample(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def crops_apply(h: int, w: int, size: int) -> bool:
+def crops_apply(h: int, w: int, size: int, device: torch.device | str = "cpu") -> bool:
     """Whether (h, w) maps on a ``size`` x ``size`` label grid can be cropped: a square map
     upsampled by a power-of-two factor (whose weights are exact binary fractions), when the
-    kernel agrees (``crops_are_exact``)."""
+    device's kernel agrees (``crops_are_exact``)."""
     if h != w or size <= h or size % h:
         return False
     factor = size // h
-    return factor & (factor - 1) == 0 and crops_are_exact(h, factor)
+    return factor & (factor - 1) == 0 and crops_are_exact(h, factor, str(torch.device(device)))
 
 
 def _region_rows(first: torch.Tensor, last: torch.Tensor, h: int,
@@ -56,11 +56,11 @@ def _region_rows(first: torch.Tensor, last: torch.Tensor, h: int,
 
 
 @functools.lru_cache(maxsize=16)
-def crops_are_exact(h: int, factor: int) -> bool:
-    """Every region box's crop of random (h, h) maps, upsampled by ``factor``, equals the whole
-    map's upsampling there (checked once per geometry and process)."""
+def crops_are_exact(h: int, factor: int, device: str = "cpu") -> bool:
+    """Every region box's crop of random (h, h) maps, upsampled by ``factor`` on ``device``,
+    equals the whole map's upsampling there (checked once per geometry, device and process)."""
     generator = torch.Generator().manual_seed(0)
-    maps = torch.randn(4, 1, h, h, generator=generator) * 4
+    maps = (torch.randn(4, 1, h, h, generator=generator) * 4).to(device)
     whole = _upsample(maps, h * factor, h * factor)
     for first in range(h + 1):
         for last in range(first, h + 1):

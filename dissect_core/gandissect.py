@@ -265,7 +265,7 @@ def tally_thresholded(tally: IoUTally, activations: torch.Tensor, level: torch.T
     size = labels.shape[-1]
     image, unit = fires.nonzero(as_tuple=True)
     tally.count_labels(labels)
-    if crops_apply(activations.shape[-2], activations.shape[-1], size):
+    if crops_apply(activations.shape[-2], activations.shape[-1], size, activations.device):
         # only the part of each map that can cross its level is upsampled
         tally.add_active(image, unit, *active_pixels(activations[image, unit], level[unit], size, CHUNK_VALUES),
                          labels)
