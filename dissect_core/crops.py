@@ -12,8 +12,8 @@ combination, has no active pixel. So each map is cut to the sources of the bound
 other regions and only that crop is upsampled: for a hot cell, 2 x 2 sources, a quarter of a
 ``size**2`` map at f = 8. For a power-of-two factor the box's pixels get the same source cells,
 the same weights (exact binary fractions) and the same arithmetic in the crop as in the whole map:
-the same floats. ``crops_are_exact`` checks this once per geometry against this machine's kernel,
-and the whole-map path is used wherever it does not hold.
+the same floats. ``crops_are_exact`` checks this once per geometry and device against the kernel
+in use, and the whole-map path is used wherever it does not hold.
 """
 
 from __future__ import annotations
@@ -62,14 +62,17 @@ def crops_are_exact(h: int, factor: int, device: str = "cpu") -> bool:
     generator = torch.Generator().manual_seed(0)
     maps = (torch.randn(4, 1, h, h, generator=generator) * 4).to(device)
     whole = _upsample(maps, h * factor, h * factor)
+    full = (0, h - 1, 0, h * factor)  # every source and output row
     for first in range(h + 1):
         for last in range(first, h + 1):
-            top, bottom, start, stop = (int(v) for v in _region_rows(torch.tensor(first), torch.tensor(last), h, factor))
-            crop = _upsample(maps[:, :, top:bottom + 1, top:bottom + 1], (bottom - top + 1) * factor,
-                             (bottom - top + 1) * factor)
-            inner = slice(start - top * factor, stop - top * factor)
-            if not torch.equal(crop[:, :, inner, inner], whole[:, :, start:stop, start:stop]):
-                return False
+            box = tuple(int(v) for v in _region_rows(torch.tensor(first), torch.tensor(last), h, factor))
+            for rows, cols in ((box, box), (box, full), (full, box)):  # squares, row and column ranges
+                crop = _upsample(maps[:, :, rows[0]:rows[1] + 1, cols[0]:cols[1] + 1],
+                                 (rows[1] - rows[0] + 1) * factor, (cols[1] - cols[0] + 1) * factor)
+                inner = crop[:, :, rows[2] - rows[0] * factor:rows[3] - rows[0] * factor,
+                             cols[2] - cols[0] * factor:cols[3] - cols[0] * factor]
+                if not torch.equal(inner, whole[:, :, rows[2]:rows[3], cols[2]:cols[3]]):
+                    return False
     return True
 
 

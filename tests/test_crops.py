@@ -57,6 +57,24 @@ def test_crops_apply_to_square_maps_upsampled_by_a_power_of_two() -> None:
     assert crops_are_exact(8, 8)
 
 
+def test_a_kernel_whose_crops_differ_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were a kernel to round a crop differently from the whole map (another torch, another
+    device), the check finds it and the whole-map path is used."""
+    import dissect_core.crops as crops
+
+    real = crops._upsample
+
+    def drifting(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        out = real(maps, height, width)
+        if maps.shape[-1] < 8:  # a crop: one value a unit in the last place off
+            out = out.clone()
+            out.view(-1)[0] = torch.nextafter(out.view(-1)[0], torch.tensor(float("inf")))
+        return out
+
+    monkeypatch.setattr(crops, "_upsample", drifting)
+    assert not crops.crops_are_exact.__wrapped__(8, 8, "cpu")
+
+
 def test_no_map_above_its_level_has_no_active_pixel() -> None:
     maps = torch.zeros(3, 8, 8)
     pair, pixel = active_pixels(maps, torch.ones(3), 64)
