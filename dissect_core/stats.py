@@ -164,9 +164,9 @@ def _label_areas_and_presence(label_maps: torch.Tensor, category_of: torch.Tenso
 
 
 SPARSE_DENSITY = 0.1
+"""Below this share of active mask pixels, intersections are counted by bincount over active pixels."""
 KEY_BYTES = 1 << 25
 """Largest int32 key array ``LevelTally.add`` hands one bincount (32 MB)."""
-"""Below this share of active mask pixels, intersections are counted by bincount over active pixels."""
 
 
 class IoUTally:
@@ -387,14 +387,15 @@ class LevelTally:
         channels = label_maps.shape[1]
         labels = label_maps.to(torch.int32).permute(1, 0, 2, 3).reshape(channels, 1, n * h * w)
         group = max(1, KEY_BYTES // (4 * cell.numel()))
-        counts = torch.zeros((), dtype=torch.int64, device=device)
+        found: torch.Tensor | None = None
         for first in range(0, channels, group):
             keys = cell[None] + labels[first:first + group]
-            counts = counts + torch.bincount(keys.view(-1), minlength=cells * self.labels) if first else \
-                torch.bincount(keys.view(-1), minlength=cells * self.labels)
+            part = torch.bincount(keys.view(-1), minlength=cells * self.labels)
             del keys
+            found = part if found is None else found.add_(part)
         del cell
-        counts = counts.view(units, self.buckets, self.labels)
+        assert found is not None  # label maps have at least one channel
+        counts = found.view(units, self.buckets, self.labels)
         if n == 1:  # each pixel has one label per channel, so a cell's counts sum to channels x its pixels
             image_counts = (counts.sum(2) // channels).view(1, units, self.buckets)
         counts[:, :, 0] = 0  # label 0 (no label) was counted too: no masked copy of the keys

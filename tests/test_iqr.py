@@ -102,6 +102,25 @@ def test_level_tally_equals_iou_tally_at_every_level() -> None:
     assert torch.equal(read.iou(), reference.iou())
 
 
+def test_level_tally_counts_alike_whatever_channels_share_a_bincount(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dissect_core.stats as stats
+
+    g = torch.Generator().manual_seed(5)
+    acts = torch.randn(3, 4, 8, 8, generator=g)
+    labels = torch.randint(0, 5, (3, 3, 8, 8), generator=g)
+    levels = candidate_levels(torch.randn(4, 300, generator=g), [0.5, 0.1])
+    tallies = []
+    for key_bytes in (stats.KEY_BYTES, 1):  # all channels in one bincount; one channel each
+        monkeypatch.setattr(stats, "KEY_BYTES", key_bytes)
+        tally = LevelTally(levels, [-1, 0, 0, 1, 1])
+        tally.add(acts[:1], labels[:1])
+        tally.add(acts[1:], labels[1:])
+        tallies.append(tally)
+    for name in ("label_counts", "unit_counts", "category_counts", "label_area"):
+        assert torch.equal(getattr(tallies[0], name), getattr(tallies[1], name)), name
+    assert int(tallies[0].label_counts.sum()) == 4 * (3 * 3 * 64 - int((labels == 0).sum()))  # every unit, labelled pixel
+
+
 def test_iqr_pass_two_counts_only_images_beyond_the_calibration(monkeypatch: pytest.MonkeyPatch,
                                                                  dissect_generator: ProgressiveGenerator) -> None:
     """The calibration's images are in the IoU counts once: pass 2 tallies only the rest, a batch
