@@ -51,6 +51,10 @@ def checkpoint_model_id(path: Path) -> str:
 TableStatus = Literal["missing", "building", "ready", "failed", "unavailable"]
 
 
+REMOTE_LOOKUP_S = 1.0
+"""How often a render looks in the shared cache for a table another replica is building."""
+
+
 @dataclass
 class TableState:
     status: TableStatus = "missing"
@@ -62,6 +66,8 @@ class TableState:
     remote: bool = False
     """The build runs in another server process (a shared job store): its table is picked up from
     the shared cache when it appears there, so every replica paints with the same table."""
+    looked: float = float("-inf")
+    """When (``time.monotonic``) the shared cache was last looked at for a remote build's table."""
 
 
 @dataclass
@@ -199,7 +205,12 @@ class Catalog:
     def table(self, model: LoadedModel, layer: str) -> LayerTable | None:
         state = self.table_state(model, layer)
         if state.table is None and state.remote:
-            self.lookup_table(model, layer)  # built elsewhere: in the shared cache yet? (one stat)
+            # built elsewhere: in the shared cache yet? (a cache key and a stat: on the paint path,
+            # so at most every REMOTE_LOOKUP_S, not on every render)
+            now = time.monotonic()
+            if now - state.looked >= REMOTE_LOOKUP_S:
+                state.looked = now
+                self.lookup_table(model, layer)
         return state.table
 
     def server_config(self) -> DissectConfig:

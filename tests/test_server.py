@@ -563,3 +563,25 @@ def test_a_placed_brush_renders_exactly_its_footprint(client: TestClient, monkey
     assert placed.status_code == by_hand.status_code == as_drawn.status_code == 200
     assert placed.content == by_hand.content and placed.content != as_drawn.content
     assert seen and seen[0] == {"sky", "building"}
+
+
+def test_a_table_built_elsewhere_is_looked_for_at_most_once_a_second(tiny_zoo: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another replica builds the painter's table, renders look in the shared cache for it
+    (a cache key and a stat) at most every ``REMOTE_LOOKUP_S``, not once per render."""
+    from server.catalog import REMOTE_LOOKUP_S
+
+    app = create_app(make_settings(tiny_zoo, tmp_path, causal_samples=0))
+    with TestClient(app):
+        catalog = app.state.ganpaint.catalog
+        model = catalog.get("tiny")
+        state = catalog.table_state(model, "layer2")
+        state.table, state.status, state.remote = None, "building", True
+        looks: list[str] = []
+        monkeypatch.setattr(catalog, "lookup_table", lambda model, layer: looks.append(layer))
+        for _ in range(50):
+            assert catalog.table(model, "layer2") is None
+        assert looks == ["layer2"]  # the first render looked; the next 49 within the second did not
+        state.looked -= REMOTE_LOOKUP_S  # a second later
+        catalog.table(model, "layer2")
+        assert looks == ["layer2", "layer2"]
