@@ -203,17 +203,8 @@ def test_unit_with_no_eligible_label_falls_back_to_top_one_percent() -> None:
     assert float(choice.iqr[0]) == 0.0
 
 
-def _random_generator() -> ProgressiveGenerator:
-    """A small generator with N(0, 1) weights: 12 units at layer4, varied enough for IQR levels."""
-    torch.manual_seed(4)
-    generator = ProgressiveGenerator([16, 16, 12, 8, 8])
-    for p in generator.parameters():
-        torch.nn.init.normal_(p, std=1.0)
-    return generator.eval()
-
-
-def test_iqr_dissection_measures_iou_at_the_chosen_levels() -> None:
-    generator = _random_generator()
+def test_iqr_dissection_measures_iou_at_the_chosen_levels(dissect_generator: ProgressiveGenerator) -> None:
+    generator = dissect_generator
     config = DissectConfig(samples=24, batch_size=7, label_size=16, topk=3, threshold="iqr")
     segmenter = MedianSplitSegmenter()
     table = dissect(generator, ["layer4"], segmenter, config)["layer4"]
@@ -279,8 +270,8 @@ def test_iqr_units_are_labelled_by_their_iqr_label_not_the_best_iou() -> None:
     assert quantile.unit_labels.tolist() == [1, 1, 1, 1] and quantile.interpretable.all()
 
 
-def test_iqr_dissection_stores_the_chosen_labels() -> None:
-    generator = _random_generator()
+def test_iqr_dissection_stores_the_chosen_labels(dissect_generator: ProgressiveGenerator) -> None:
+    generator = dissect_generator
     config = DissectConfig(samples=24, batch_size=7, label_size=16, topk=3, threshold="iqr")
     table = dissect(generator, ["layer4"], MedianSplitSegmenter(), config)["layer4"]
     assert table.iqr_label is not None and table.iqr_label.shape == (12,)
